@@ -1,0 +1,99 @@
+"""The backbone contract: the denoising network, built on demand from a named size.
+
+A backbone plugin registers a light :class:`Backbone` descriptor; ``build`` imports torch and returns
+an ``nn.Module`` whose forward is ``forward(x, t, cond) -> velocity`` with
+
+- ``x``: ``(B, C, H, W)`` noisy input (pixels or latents), ``C = spec.in_channels``, ``H = W = spec.image_size``;
+- ``t``: ``(B,)`` flow time in [0, 1] (1 is pure noise);
+- ``cond``: :class:`miro_core.conditioning.Conditioning` with ``tokens (B, L, D)``, ``mask (B, L)``
+  (True = attend) and ``pooled (B, D)``, where ``D = spec.cond_dim``. The tokens are
+  [reward tokens | registers | text tokens] after the conditioning mixer; ``pooled`` is the pooled
+  reward vector for adaLN-style backbones, to be added to the timestep embedding.
+
+and returns a tensor shaped like ``x``.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from miro_core.component import Component, ComponentOptions
+from miro_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the framework tells a backbone about its inputs."""
+
+    in_channels: int
+    image_size: int
+    cond_dim: int
+
+
+class BackboneOptions(ComponentOptions):
+    #: A key of the backbone's ``sizes``.
+    size: str = "tiny"
+    #: Patch size for patch-based backbones (``dit-xl/2``); ``None`` uses the size's default.
+    patch_size: int | None = None
+    #: Extra keyword arguments that override the named size (for experiments).
+    overrides: dict[str, Any] = {}
+
+
+class Backbone(Component):
+    """A family of denoising networks with named sizes."""
+
+    Options: ClassVar[type[ComponentOptions]] = BackboneOptions
+    #: Named sizes: size name -> keyword arguments of the network.
+    sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: How the network takes rewards: "tokens" (cross-attends to the sequence), "pooled" (timestep embedding).
+    reward_conditioning: ClassVar[frozenset[str]] = frozenset({"tokens"})
+
+    @classmethod
+    def kind(cls) -> str:
+        return "backbone"
+
+    def size_config(self) -> dict[str, Any]:
+        """The keyword arguments of the chosen size, with overrides and patch size applied."""
+        size = self.options.size
+        if size not in self.sizes:
+            raise ConfigError(
+                f"backbone {self.name!r} has no size {size!r}; choose one of: {', '.join(self.sizes)}"
+            )
+        config = dict(self.sizes[size])
+        if self.options.patch_size is not None:
+            config["patch_size"] = self.options.patch_size
+        config.update(self.options.overrides)
+        return config
+
+    @abstractmethod
+    def build(self, spec: BackboneSpec) -> torch.nn.Module:
+        """Create the network (random weights) for the given input and conditioning shapes."""
+
+
+def parse_backbone_name(text: str, known: Mapping[str, type[Backbone]]) -> tuple[str, dict[str, Any]]:
+    """Split ``dit-xl/2`` into the registered name ``dit`` and options ``{size: xl, patch_size: 2}``."""
+    base, _, patch = text.partition("/")
+    options: dict[str, Any] = {}
+    if patch:
+        if not patch.isdigit():
+            raise ConfigError(f"backbone {text!r}: the part after '/' must be a patch size, e.g. dit-xl/2")
+        options["patch_size"] = int(patch)
+    if base in known:
+        return base, options
+    for name in sorted(known, key=len, reverse=True):
+        prefix = name + "-"
+        if base.startswith(prefix):
+            size = base[len(prefix) :]
+            if size not in known[name].sizes:
+                raise ConfigError(
+                    f"backbone {name!r} has no size {size!r}; choose one of: {', '.join(known[name].sizes)}"
+                )
+            options["size"] = size
+            return name, options
+    raise ConfigError(f"unknown backbone {text!r}; installed: {', '.join(sorted(known)) or 'none'}")

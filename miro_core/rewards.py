@@ -1,0 +1,54 @@
+"""The reward model contract: score a batch of images against their captions.
+
+A reward plugin subclasses :class:`RewardModel`. The annotation engine decodes every image once per
+batch and hands the same decoded images to every reward, so a reward must not modify them.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from miro_core.component import Component, ComponentOptions
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+class RewardOptions(ComponentOptions):
+    """Options every reward accepts; plugins extend this model with their own keys."""
+
+    #: Local folder or file of the weights, or a Hugging Face repo id resolved in the local cache only.
+    checkpoint: str | None = None
+    #: Images per forward pass; ``None`` lets ``miro annotate --batch-size`` decide.
+    batch_size: int | None = None
+
+
+class RewardModel(Component):
+    """Scores (image, caption) pairs; higher is better.
+
+    ``score`` returns the value MIRO bins: the reference score *after* the paper's scaling (for
+    example PickScore / 100). Return ``float('nan')`` for a sample the reward cannot score; the
+    annotation engine records it as a row-level error and keeps going.
+    """
+
+    Options: ClassVar[type[ComponentOptions]] = RewardOptions
+    #: Which inputs the reward reads: a subset of {"image", "caption"}.
+    inputs: ClassVar[frozenset[str]] = frozenset({"image", "caption"})
+    #: Peak memory in MiB at real size, used to plan which rewards fit on a device at once.
+    peak_memory_mib: ClassVar[float | None] = None
+
+    @classmethod
+    def kind(cls) -> str:
+        return "reward"
+
+    def load(self, device: str = "cpu", dtype: str = "float32") -> None:  # noqa: B027 - optional hook
+        """Load weights onto ``device``. Rewards with no weights need not override this."""
+
+    def unload(self) -> None:  # noqa: B027 - optional hook
+        """Release weights and device memory; ``load`` may be called again later."""
+
+    @abstractmethod
+    def score(self, images: Sequence[Image], captions: Sequence[str]) -> Sequence[float]:
+        """Score a batch: one float per (image, caption) pair, NaN where it cannot."""
