@@ -131,10 +131,12 @@ class PluginLoader:
             table = self.registry.table(hook_name)
             seen: set[str] = set()
 
-            def register(cls: Any, _classes: list[type[Any]] = classes, _seen: set[str] = seen) -> None:
-                checked = table.check(cls, name)
+            def register(
+                cls: Any, _classes: list[type[Any]] = classes, _seen: set[str] = seen, _table: Any = table
+            ) -> None:
+                checked = _table.check(cls, name)
                 if checked.name in _seen:
-                    raise PluginError(f"registers {table.kind} {checked.name!r} twice")
+                    raise PluginError(f"registers {_table.kind} {checked.name!r} twice")
                 _seen.add(checked.name)
                 _classes.append(checked)
 

@@ -1,0 +1,1 @@
+"""The `miro` command line, a thin layer over miro_core."""

@@ -1,0 +1,36 @@
+"""The ``miro`` command: each subcommand lives in its own module and is a thin layer over miro_core.
+
+Heavy libraries are imported inside command functions, so ``miro --help`` and ``miro plugins``
+answer at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from miro_cli import plugins_cmd
+
+app = typer.Typer(
+    name="miro",
+    help="MIRO: reward-conditioned text-to-image pretraining. Score data, fit bins, train, sample, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """MIRO: reward-conditioned text-to-image pretraining."""
+
+
+plugins_cmd.attach(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

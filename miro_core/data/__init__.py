@@ -1,0 +1,1 @@
+"""Reading and writing datasets: webdataset shards, annotation tables, bins files, caches."""

@@ -1,0 +1,1 @@
+"""Shapes world: an offline procedural image-caption world whose properties can be measured."""
