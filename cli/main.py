@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from miro_cli import plugins_cmd
+from miro_cli import annotate_cmd, bins_cmd, data_cmd, demo_cmd, plugins_cmd, sample_cmd, train_cmd
 
 app = typer.Typer(
     name="miro",
@@ -19,13 +19,18 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """MIRO: reward-conditioned text-to-image pretraining."""
 
 
 plugins_cmd.attach(app)
+data_cmd.attach(app)
+annotate_cmd.attach(app)
+bins_cmd.attach(app)
+train_cmd.attach(app)
+sample_cmd.attach(app)
+demo_cmd.attach(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -8,7 +8,7 @@ A missing (NaN) score stays NaN; the model turns it into a zero (or learned null
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -17,9 +17,14 @@ from miro_core.component import Component, ComponentOptions
 
 class BinnerOptions(ComponentOptions):
     num_bins: int = 64
+    #: How scores equal to repeated edges (ties) are mapped: ``released`` applies the released code's
+    #: rule as is (a tied value lands on the first of its equal edges, so a reward whose best score is
+    #: shared by many samples never reaches the top levels); ``spread`` maps a tied run of edges to its
+    #: middle, and a run touching either end to that end, so the best and worst scores get levels 1 and 0.
+    ties: Literal["released", "spread"] = "released"
 
 
-def levels_from_edges(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def levels_from_edges(values: np.ndarray, edges: np.ndarray, ties: str = "released") -> np.ndarray:
     """Map scores to levels with the released code's rule; NaN in, NaN out.
 
     ``np.searchsorted(edges, v, side="left")`` is ``torch.bucketize(v, edges, right=False)``.
@@ -29,8 +34,18 @@ def levels_from_edges(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     num_bins = len(edges)
     if num_bins < 2:
         raise ValueError("a binner needs at least 2 edges")
-    index = np.searchsorted(edges, values, side="left") - 1
-    index = np.clip(index, 0, num_bins - 1)
+    safe = np.nan_to_num(values, nan=edges[0])
+    left = np.searchsorted(edges, safe, side="left")
+    index = np.clip(left - 1, 0, num_bins - 1)
+    if ties == "spread":
+        right = np.searchsorted(edges, safe, side="right")
+        tied = right - left >= 1  # the value equals at least one edge
+        middle = np.clip((left + right - 1) // 2, 0, num_bins - 1)
+        index = np.where(tied, middle, index)
+        index = np.where(safe <= edges[0], 0, index)
+        index = np.where(safe >= edges[-1], num_bins - 1, index)
+    elif ties != "released":
+        raise ValueError(f"unknown tie rule {ties!r}; use released or spread")
     levels = index / (num_bins - 1)
     return np.where(np.isnan(values), np.nan, levels)
 
@@ -70,12 +85,17 @@ class Binner(Component):
     def transform(self, values: np.ndarray) -> np.ndarray:
         if self.edges is None:
             raise RuntimeError("call fit() or load a bins file before transform()")
-        return levels_from_edges(values, self.edges)
+        return levels_from_edges(values, self.edges, self.options.ties)
 
     def state_dict(self) -> dict[str, Any]:
         if self.edges is None:
             raise RuntimeError("nothing to save: the binner is not fitted")
-        return {"binner": self.name, "num_bins": self.num_bins, "edges": self.edges.tolist()}
+        return {
+            "binner": self.name,
+            "num_bins": self.num_bins,
+            "ties": self.options.ties,
+            "edges": self.edges.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         edges = np.asarray(state["edges"], dtype=np.float64)

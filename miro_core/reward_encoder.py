@@ -1,0 +1,81 @@
+"""Reward conditioning (MIRO-NOTES section 4): binned levels -> one token per reward.
+
+Each reward has its own embedder (random Fourier features -> Linear -> SiLU -> Linear) and a learned
+position vector. A missing (NaN) or dropped reward becomes a zero value embedding (the released
+code) or a learned per-reward null embedding (option); its position vector is still added, so the
+network knows which reward is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+class FourierFeatures(nn.Module):
+    """Fixed random Fourier features of a scalar in [0, 1]: [cos(2 pi f v), sin(2 pi f v)]."""
+
+    def __init__(self, channels: int = 256, scale: float = 16.0, seed: int = 0) -> None:
+        super().__init__()
+        if channels % 2:
+            raise ValueError("Fourier channels must be even")
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("freqs", torch.randn(channels // 2, generator=generator) * scale)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        args = 2 * math.pi * values[..., None].float() * self.freqs
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class RewardEncoder(nn.Module):
+    """(B, R) levels in [0, 1] (NaN = missing) -> (B, R, D) tokens and a (B, D) pooled vector."""
+
+    def __init__(
+        self,
+        num_rewards: int,
+        dim: int,
+        fourier_channels: int = 256,
+        missing: Literal["zero", "learned"] = "zero",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_rewards = num_rewards
+        self.dropout = dropout
+        self.missing = missing
+        self.fourier = FourierFeatures(fourier_channels)
+        self.embedders = nn.ModuleList(
+            nn.Sequential(nn.Linear(fourier_channels, dim), nn.SiLU(), nn.Linear(dim, dim)) for _ in range(num_rewards)
+        )
+        self.position = nn.Parameter(torch.randn(num_rewards, dim) * 0.02)
+        self.null = nn.Parameter(torch.zeros(num_rewards, dim)) if missing == "learned" else None
+        self.pool = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def keep_mask(self, levels: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Which rewards are present: not NaN, and not dropped (training dropout keeps at least one)."""
+        present = ~torch.isnan(levels)
+        if self.training and self.dropout > 0:
+            draw = torch.rand(levels.shape, generator=generator, device="cpu").to(levels.device)
+            keep = draw >= self.dropout
+            none_kept = ~keep.any(dim=1)
+            if none_kept.any():
+                forced = torch.randint(0, levels.shape[1], (levels.shape[0],), generator=generator).to(levels.device)
+                keep[none_kept, forced[none_kept]] = True
+            present = present & keep
+        return present
+
+    def forward(
+        self, levels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if levels.shape[1] != self.num_rewards:
+            raise ValueError(f"expected {self.num_rewards} reward levels, got {levels.shape[1]}")
+        present = self.keep_mask(levels, generator)
+        values = torch.nan_to_num(levels, nan=0.0)
+        features = self.fourier(values)
+        embedded = torch.stack([embed(features[:, i]) for i, embed in enumerate(self.embedders)], dim=1)
+        fill = self.null[None].to(embedded.dtype) if self.null is not None else torch.zeros_like(embedded)
+        embedded = torch.where(present[..., None], embedded, fill.expand_as(embedded))
+        tokens = embedded + self.position[None]
+        return tokens, self.pool(tokens.mean(dim=1))

@@ -1,0 +1,98 @@
+"""The run folder: ``config.json`` + checkpoints of safetensors weights, optimizer state and step.
+
+Layout::
+
+    RUN/config.json                      train config, model spec, reward keys, text encoder, bins
+    RUN/bins.json                        copy of the bins the run was trained with
+    RUN/latest.json                      {"step": N, "path": "checkpoints/step-000000N"}
+    RUN/checkpoints/step-N/model.safetensors       raw weights
+    RUN/checkpoints/step-N/model_ema.safetensors   EMA weights (used for sampling)
+    RUN/checkpoints/step-N/optimizer.pt            optimizer state (loaded with weights_only=True)
+    RUN/checkpoints/step-N/trainer_state.json      step, scheduler, EMA and schedule horizon
+    RUN/logs/                            tensorboard
+    RUN/samples/step-N.png               sample grids at milestones
+
+A checkpoint is written into a temporary folder and renamed into place, then ``latest.json`` is
+replaced atomically, so a crash at any point leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from miro_core.errors import DataError
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    run: Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    from safetensors.torch import save_file
+
+    checkpoints = run / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    final = checkpoints / f"step-{step:08d}"
+    tmp = checkpoints / f".tmp-step-{step:08d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    meta = {"step": str(step)}
+    for name, state in (("model.safetensors", model_state), ("model_ema.safetensors", ema_state)):
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / name), meta)
+    torch.save(optimizer_state, tmp / "optimizer.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_json_atomic(run / "latest.json", {"step": step, "path": f"checkpoints/{final.name}"})
+    older = sorted(p for p in checkpoints.glob("step-*") if p != final)
+    for stale in older[: max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    pointer = run / "latest.json"
+    if not pointer.exists():
+        return None
+    path = run / json.loads(pointer.read_text())["path"]
+    if not (path / "trainer_state.json").exists():
+        raise DataError(f"{pointer} points to {path}, which is incomplete; delete latest.json to start over")
+    return path
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise DataError(f"weights file {path} does not exist")
+    return load_file(str(path))
+
+
+def load_optimizer_state(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_run_config(run: Path) -> dict[str, Any]:
+    config = run / "config.json"
+    if not config.exists():
+        raise DataError(f"{run} is not a miro run folder (no config.json); train one with `miro train`")
+    return json.loads(config.read_text())

@@ -1,0 +1,1 @@
+"""SDXL VAE autoencoder for MIRO (diffusers AutoencoderKL), with channel-wise latent statistics."""

@@ -1,0 +1,1 @@
+"""Hybrid conv/transformer backbone plugin for MIRO (the demo's default)."""

@@ -1,0 +1,1 @@
+"""MMDiT backbone for MIRO: Stable Diffusion 3's joint-attention transformer (diffusers)."""

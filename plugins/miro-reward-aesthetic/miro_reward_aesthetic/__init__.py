@@ -1,0 +1,1 @@
+"""The LAION improved aesthetic predictor as a MIRO reward plugin."""

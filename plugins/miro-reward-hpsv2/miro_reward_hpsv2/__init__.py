@@ -1,0 +1,1 @@
+"""HPSv2 as a MIRO reward plugin."""

@@ -1,0 +1,1 @@
+"""ImageReward as a MIRO reward plugin."""

@@ -1,0 +1,1 @@
+"""jina-clip-v2 CLIP score as a MIRO reward plugin."""

@@ -1,0 +1,1 @@
+"""PickScore as a MIRO reward plugin."""

@@ -1,0 +1,1 @@
+"""SciScore as a MIRO reward plugin."""

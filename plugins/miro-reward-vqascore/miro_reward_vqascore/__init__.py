@@ -1,0 +1,1 @@
+"""VQAScore (CLIP-FlanT5) as a MIRO reward plugin."""

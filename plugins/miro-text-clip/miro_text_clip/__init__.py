@@ -1,0 +1,1 @@
+"""CLIP text encoder for MIRO (transformers CLIPTextModel, local weights only)."""

@@ -1,0 +1,1 @@
+"""MiniLM text encoder plugin for MIRO (offline default)."""

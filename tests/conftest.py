@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny shapes-world dataset, its annotations and bins, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MIRO_NO_PROGRESS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHAPES_REWARDS = ["shapes-alignment", "shapes-aesthetic", "shapes-sharpness"]
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from miro_core.plugins import build_registry
+
+    return build_registry()
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 shapes-world samples in 3 shards."""
+    from miro_core.shapes.dataset import write_shapes_dataset
+
+    out = tmp_path_factory.mktemp("shapes") / "data"
+    write_shapes_dataset(str(out), n=240, seed=1, samples_per_shard=80, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_annotations(tiny_shapes: Path, registry, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from miro_core.annotate import AnnotateConfig, Annotator
+
+    out = tmp_path_factory.mktemp("ann") / "annotations"
+    cfg = AnnotateConfig(data=str(tiny_shapes), out=str(out), rewards=SHAPES_REWARDS, batch_size=64)
+    Annotator(cfg, [registry.rewards.create(n) for n in SHAPES_REWARDS]).run()
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bins(tiny_annotations: Path, registry) -> Path:
+    from miro_core.bins import fit_bins
+
+    path = tiny_annotations.parent / "bins.json"
+    fit_bins(str(tiny_annotations), num_bins=16, ties="spread", registry=registry).save(str(path))
+    return path
+
+
+def tiny_train_config(data: Path, bins: Path | None, out: Path, **overrides):
+    """A training config small enough to run a handful of steps in a second or two."""
+    from miro_core.train import TrainConfig
+
+    base = dict(
+        data=str(data),
+        bins=str(bins) if bins else None,
+        out=str(out),
+        no_rewards=bins is None,
+        backbone="hybrid-tiny",
+        text_encoder_options={"max_length": 12},
+        cond_dim=32,
+        cond_heads=2,
+        mixer_layers=1,
+        registers=4,
+        fourier_channels=16,
+        batch_size=8,
+        steps=4,
+        warmup_steps=2,
+        save_every=2,
+        log_every=1,
+        sample_steps=3,
+        guidance_scale=1.5,
+        device="cpu",
+    )
+    base.update(overrides)
+    return TrainConfig(**base)

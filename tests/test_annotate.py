@@ -1,0 +1,184 @@
+"""Annotation: tables, row-level errors, resumption after kill -9, fsspec URLs, 2-process split."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from miro_cli.main import app
+from miro_core.annotate import AnnotateConfig, Annotator
+from miro_core.data.shards import encode_png
+from miro_core.rewards import RewardModel
+
+REWARDS = "shapes-alignment,shapes-aesthetic,shapes-sharpness"
+
+
+def all_rows(out: Path) -> list[dict]:
+    rows = []
+    for table in sorted((out / "scores").glob("*.parquet")):
+        rows += pq.read_table(table).to_pylist()
+    return rows
+
+
+def all_errors(out: Path) -> list[dict]:
+    rows = []
+    for table in sorted((out / "errors").glob("*.parquet")):
+        rows += pq.read_table(table).to_pylist()
+    return rows
+
+
+def test_cli_writes_one_row_per_sample(tiny_shapes: Path, tmp_path: Path):
+    result = CliRunner().invoke(app, ["annotate", str(tiny_shapes), "--rewards", REWARDS, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    rows = all_rows(tmp_path / "a")
+    assert len(rows) == 240 and len({r["key"] for r in rows}) == 240
+    assert set(rows[0]) == {"key", "shard", "caption", *REWARDS.split(",")}
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["samples"] == 240 and summary["images_per_second"] > 0
+    assert set(summary["reward_seconds"]) == set(REWARDS.split(","))
+    assert "images/s" in result.output
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["rewards"] == REWARDS.split(",") and config["reward_versions"]
+
+
+class NaNForSquares(RewardModel):
+    name = "nan-for-squares"
+
+    def score(self, images, captions):
+        if any("explode" in c for c in captions):
+            raise RuntimeError("this batch contains a poisoned caption")
+        return [float("nan") if "square" in c else 0.5 for c in captions]
+
+
+class Poisoned(RewardModel):
+    name = "poisoned"
+
+    def score(self, images, captions):
+        if any("explode" in c for c in captions):
+            raise RuntimeError("boom")
+        return [1.0] * len(images)
+
+
+def write_messy_shard(path: Path) -> None:
+    from PIL import Image
+
+    image = Image.new("RGB", (16, 16), (200, 10, 10))
+    members = [
+        ("good1", encode_png(image), "a red square"),
+        ("corrupt", b"not a png at all", "a red circle"),
+        ("empty", encode_png(image), "   "),
+        ("good2", encode_png(image.convert("L")), "a red circle"),
+        ("bomb", encode_png(image), "explode please"),
+    ]
+    with tarfile.open(path, "w") as tar:
+        for key, payload, caption in members:
+            for name, data in ((f"{key}.png", payload), (f"{key}.txt", caption.encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_bad_samples_become_row_level_errors(tmp_path: Path):
+    data = tmp_path / "messy"
+    data.mkdir()
+    write_messy_shard(data / "shard-000000.tar")
+    cfg = AnnotateConfig(data=str(data), out=str(tmp_path / "a"), rewards=["nan-for-squares", "poisoned"], batch_size=8)
+    Annotator(cfg, [NaNForSquares(), Poisoned()]).run()
+    rows = {r["key"]: r for r in all_rows(tmp_path / "a")}
+    errors = all_errors(tmp_path / "a")
+    assert set(rows) == {"good1", "good2", "bomb"}, "undecodable and empty-caption samples are not scored"
+    reasons = {(e["key"], e["stage"]): e["reason"] for e in errors}
+    assert "cannot decode image" in reasons[("corrupt", "input")]
+    assert reasons[("empty", "input")] == "empty caption"
+    assert reasons[("good1", "nan-for-squares")] == "score is NaN"
+    assert "boom" in reasons[("bomb", "poisoned")]
+    assert rows["good2"]["poisoned"] == 1.0 and rows["good2"]["nan-for-squares"] == 0.5
+    assert rows["bomb"]["poisoned"] != rows["bomb"]["poisoned"]  # NaN, the rest of the batch survived
+
+
+def test_fsspec_url_and_rewards_mismatch(tiny_shapes: Path, tmp_path: Path, registry):
+    out = f"file://{tmp_path / 'url-out'}"
+    cfg = AnnotateConfig(data=f"file://{tiny_shapes}", out=out, rewards=["shapes-sharpness"])
+    Annotator(cfg, [registry.rewards.create("shapes-sharpness")]).run()
+    assert len(all_rows(tmp_path / "url-out")) == 240
+    result = CliRunner().invoke(
+        app, ["annotate", str(tiny_shapes), "--rewards", "shapes-aesthetic", "--out", str(tmp_path / "url-out")]
+    )
+    assert result.exit_code == 1 and "annotated with rewards" in result.output
+
+
+def test_sequential_reward_loading_gives_the_same_table(tiny_shapes: Path, tmp_path: Path, registry):
+    names = REWARDS.split(",")
+    results = {}
+    for mode in ("all", "sequential"):
+        cfg = AnnotateConfig(data=str(tiny_shapes), out=str(tmp_path / mode), rewards=names, reward_loading=mode)
+        Annotator(cfg, [registry.rewards.create(n) for n in names]).run()
+        results[mode] = sorted(all_rows(tmp_path / mode), key=lambda r: r["key"])
+    assert results["all"] == results["sequential"]
+
+
+SLOW_ANNOTATE = """
+import sys, time
+from miro_core.annotate import AnnotateConfig, Annotator
+from miro_core.plugins import build_registry
+reg = build_registry()
+inner = reg.rewards.create("shapes-sharpness")
+class Slow(type(inner)):
+    def score(self, images, captions):
+        time.sleep(0.15)
+        return super().score(images, captions)
+cfg = AnnotateConfig(data=sys.argv[1], out=sys.argv[2], rewards=["shapes-sharpness"], batch_size=8, flush_every=1)
+Annotator(cfg, [Slow()]).run()
+"""
+
+
+def test_resume_after_kill_9_gives_exactly_one_row_per_sample(tiny_shapes: Path, tmp_path: Path):
+    out = tmp_path / "killed"
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_ANNOTATE)
+    process = subprocess.Popen([sys.executable, str(script), str(tiny_shapes), str(out)])
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        finished = list((out / "scores").glob("*.parquet")) if (out / "scores").exists() else []
+        parts = list((out / "parts").rglob("rows-*.parquet")) if (out / "parts").exists() else []
+        if finished and parts:
+            break
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list((out / "parts").rglob("rows-*.parquet")), "the run should have been killed mid-shard"
+    rows_before = len(all_rows(out))
+    assert 0 < rows_before < 240
+    subprocess.run([sys.executable, str(script), str(tiny_shapes), str(out)], check=True)
+    keys = [r["key"] for r in all_rows(out)]
+    assert len(keys) == 240 and len(set(keys)) == 240
+    assert not list((out / "parts").rglob("*.parquet")), "finished shards clean up their parts"
+
+
+@pytest.mark.slow
+def test_two_accelerate_processes_split_shards_without_overlap(tiny_shapes: Path, tmp_path: Path):
+    out = tmp_path / "dist"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "miro_cli.main", "annotate", str(tiny_shapes), "--rewards", "shapes-sharpness", "--out", str(out),
+    ]
+    env = {**os.environ, "MIRO_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads((out / f"summary-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(s["samples"] > 0 for s in summaries), "both processes must work"
+    assert sum(s["samples"] for s in summaries) == 240
+    keys = [r["key"] for r in all_rows(out)]
+    assert len(keys) == 240 and len(set(keys)) == 240
