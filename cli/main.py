@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from miro_cli import annotate_cmd, bins_cmd, data_cmd, demo_cmd, plugins_cmd, sample_cmd, train_cmd
+from miro_cli import annotate_cmd, backbones_cmd, bins_cmd, data_cmd, demo_cmd, plugins_cmd, sample_cmd, train_cmd
 
 app = typer.Typer(
     name="miro",
@@ -25,6 +25,7 @@ def _root() -> None:
 
 
 plugins_cmd.attach(app)
+backbones_cmd.attach(app)
 data_cmd.attach(app)
 annotate_cmd.attach(app)
 bins_cmd.attach(app)

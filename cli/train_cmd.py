@@ -32,6 +32,7 @@ def train(
     seed: int = typer.Option(None, "--seed"),
     device: str = typer.Option(None, "--device", help="auto (accelerate decides) or cpu."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    stop_at_step: int = typer.Option(None, "--stop-at-step", help="Save and exit at this step (resume later)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a MIRO model (or a --no-rewards baseline) and write a run folder."""
@@ -56,6 +57,6 @@ def train(
     }
     cfg = build_config(TrainConfig, config, overrides)
     trainer = Trainer(cfg, registry(), progress=not quiet)
-    run = trainer.run(resume=resume)
+    run = trainer.run(resume=resume, stop_at_step=stop_at_step)
     if trainer.accelerator.is_main_process:
         echo(f"trained {trainer.steps_done} steps in {trainer.seconds:.1f}s; run folder: {run}")

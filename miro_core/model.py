@@ -140,11 +140,16 @@ class MiroModel(nn.Module):
         text_mask: torch.Tensor,
         levels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+        with_loss_weight: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """The velocity; in training also the learned log-weight u(t) (inside forward, so DDP sees it)."""
         cond = self.condition(text_tokens, text_mask, levels, generator)
         if self.spec.precondition:
             x = x * input_scale(t, self.spec.sigma_data).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
-        return self.network(x, t, cond)
+        v = self.network(x, t, cond)
+        if not with_loss_weight:
+            return v
+        return v, (self.loss_weighting(t) if self.loss_weighting is not None else None)
 
 
 def build_model(spec: ModelSpec, registry: Any) -> MiroModel:

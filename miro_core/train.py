@@ -74,13 +74,18 @@ class TrainConfig(BaseModel):
     sample_steps: int = 30
     guidance_scale: float = 7.0
 
-    #: Fields that may differ when resuming (they do not change what was already computed).
-    RESUMABLE_CHANGES: tuple[str, ...] = ("steps", "max_seconds", "log_every", "save_every", "sample_every")
+
+#: Options that may differ when resuming (they do not change what was already computed).
+RESUMABLE_CHANGES = ("steps", "max_seconds", "log_every", "save_every", "sample_every", "keep_checkpoints")
 
 
-def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    """A generator that depends only on (seed, step, micro-batch, process): exact resumption."""
-    mixed = (seed * 1_000_003 + step) * 1_009 + micro * 31 + rank
+def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
+    """A generator that depends only on (seed, step, micro-batch): exact resumption.
+
+    Every process draws the noise and times of the *global* batch from it and keeps its own slice,
+    so K processes with batch B compute what one process with batch K * B would.
+    """
+    mixed = (seed * 1_000_003 + step) * 1_009 + micro * 31
     return torch.Generator().manual_seed(mixed % (2**63 - 1))
 
 
@@ -184,7 +189,7 @@ class Trainer:
         previous = read_run_config(self.run_dir)["train"]
         current = self.cfg.model_dump(mode="json")
         changed = [
-            k for k in current if k not in TrainConfig.RESUMABLE_CHANGES and previous.get(k) != current[k]
+            k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k]
         ]
         if changed:
             raise ConfigError(
@@ -192,7 +197,9 @@ class Trainer:
             )
         return previous
 
-    def run(self, resume: bool = False) -> Path:
+    def run(self, resume: bool = False, stop_at_step: int | None = None) -> Path:
+        """Train (or continue with ``resume``); ``stop_at_step`` saves and exits early, keeping the
+        full schedule, for queues that limit job length."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -205,7 +212,7 @@ class Trainer:
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.grad_accumulation,
             cpu=cfg.device == "cpu" or not torch.cuda.is_available(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
         )
         self.accelerator = accelerator
         if accelerator.is_main_process:
@@ -263,7 +270,7 @@ class Trainer:
             if bins is not None:
                 bins.save(str(self.run_dir / "bins.json"))
         model, optimizer = accelerator.prepare(model, optimizer)
-        self._loop(model, optimizer, scheduler, ema, schedule, step, horizon_fixed)
+        self._loop(model, optimizer, scheduler, ema, schedule, step, horizon_fixed, stop_at_step)
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return self.run_dir
@@ -306,7 +313,7 @@ class Trainer:
 
     # -- loop -----------------------------------------------------------------------------------
     def _loop(self, model: Any, optimizer: Any, scheduler: Any, ema: Any, schedule: LRSchedule, step: int,
-              horizon_fixed: bool) -> None:
+              horizon_fixed: bool, stop_at_step: int | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from miro_core.flow import interpolate, per_sample_mse, sample_time, velocity_target
@@ -318,6 +325,7 @@ class Trainer:
         writer = self._writer() if accelerator.is_main_process else None
         rank, world = accelerator.process_index, accelerator.num_processes
         start_time, start_step = time.perf_counter(), step
+        self._start_step = start_step
         progress = Progress(
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), disable=not (self.show_progress and accelerator.is_main_process),
@@ -325,32 +333,32 @@ class Trainer:
         with progress:
             task = progress.add_task("train", total=schedule.horizon, completed=step, info="")
             model.train()
-            while step < schedule.horizon:
+            while step < schedule.horizon and (stop_at_step is None or step < stop_at_step):
                 loss_sum = 0.0
                 grad_norm = torch.tensor(0.0)
                 for micro in range(cfg.grad_accumulation):
                     with accelerator.accumulate(model):
-                        gen = step_generator(cfg.seed, step, micro, rank)
+                        gen = step_generator(cfg.seed, step, micro)
                         idx = batch_indices(
                             len(data), cfg.batch_size, step, micro, rank, world, cfg.grad_accumulation, cfg.seed
                         )
+                        mine = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
                         x0 = data.x0(idx).to(device)
-                        noise = torch.randn(x0.shape, generator=gen).to(device)
-                        t = sample_time(x0.shape[0], cfg.time_sampling, gen).to(device)
+                        noise = torch.randn((world * cfg.batch_size, *x0.shape[1:]), generator=gen)[mine].to(device)
+                        t = sample_time(world * cfg.batch_size, cfg.time_sampling, gen)[mine].to(device)
                         caption = data.caption_index[idx]
                         if cfg.text_dropout > 0:
-                            dropped = torch.rand(caption.shape, generator=gen) < cfg.text_dropout
+                            dropped = (torch.rand(world * cfg.batch_size, generator=gen) < cfg.text_dropout)[mine]
                             caption = torch.where(dropped, torch.zeros_like(caption), caption)
                         tokens = data.text_tokens[caption].to(device).float()
                         mask = data.text_mask[caption].to(device)
                         levels = data.levels[idx].to(device) if data.levels is not None else None
                         x_t = interpolate(x0, noise, t)
                         with accelerator.autocast():
-                            v = model(x_t, t, tokens, mask, levels, generator=gen)
+                            v, u = model(x_t, t, tokens, mask, levels, generator=gen, with_loss_weight=True)
                         mse = per_sample_mse(v, velocity_target(x0, noise))
-                        if unwrapped.loss_weighting is not None:
-                            u = unwrapped.loss_weighting(t)
-                            loss = (mse / torch.exp(u) + u).mean()
+                        if u is not None:
+                            loss = (mse / torch.exp(u.float()) + u.float()).mean()
                         else:
                             loss = mse.mean()
                         accelerator.backward(loss)
@@ -362,9 +370,8 @@ class Trainer:
                 scheduler.step()
                 ema.step(params)
                 step += 1
-                if not horizon_fixed and step - start_step == 20:
-                    horizon_fixed = True
-                    schedule.horizon = self._budgeted_horizon(step, start_step, start_time, schedule.horizon)
+                if not horizon_fixed and (step - start_step) % 25 == 0:
+                    schedule.horizon = self._budgeted_horizon(step, start_time, schedule.horizon)
                     progress.update(task, total=schedule.horizon)
                 mse_value = loss_sum / cfg.grad_accumulation
                 if not math.isfinite(mse_value):
@@ -376,8 +383,8 @@ class Trainer:
                     writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                     writer.add_scalar("train/grad_norm", float(grad_norm), step)
                     writer.add_scalar("train/steps_per_second", rate, step)
-                done = step >= schedule.horizon
-                if cfg.save_every and (step % cfg.save_every == 0 or done):
+                done = step >= schedule.horizon or step == stop_at_step
+                if (cfg.save_every and step % cfg.save_every == 0) or done:
                     self._save(unwrapped, optimizer, scheduler, ema, schedule, step, horizon_fixed)
                 if cfg.sample_every and (step % cfg.sample_every == 0 or done) and accelerator.is_main_process:
                     self._sample_grid(unwrapped, ema, params, step)
@@ -386,14 +393,24 @@ class Trainer:
         self.steps_done = step
         self.seconds = time.perf_counter() - start_time
 
-    def _budgeted_horizon(self, step: int, start_step: int, start_time: float, horizon: int) -> int:
-        """Fix the schedule's length from the measured speed, so the cosine ends on the time budget."""
-        elapsed = time.perf_counter() - start_time
-        per_step = elapsed / max(1, step - start_step)
+    def _budgeted_horizon(self, step: int, start_time: float, horizon: int) -> int:
+        """Re-fit the schedule's length to the time budget from the speed of the last steps.
+
+        Called every 25 steps, so a machine that slows down (or speeds up) still ends its cosine on
+        the budget; the learning rate follows the current estimate.
+        """
+        now = time.perf_counter()
+        elapsed = now - start_time
+        last_step, last_time = getattr(self, "_rate_mark", (None, None))
+        if last_step is None:
+            per_step = elapsed / max(1, step - self._start_step)
+        else:
+            per_step = (now - last_time) / max(1, step - last_step)
+        self._rate_mark = (step, now)
         remaining = max(0.0, float(self.cfg.max_seconds or 0) - elapsed)
-        budget = step + int(remaining / per_step)
+        budget = step + int(remaining / max(per_step, 1e-6))
         budget = int(self.accelerator.gather(torch.tensor([budget], device=self.accelerator.device)).min())
-        return max(step + 1, min(horizon, budget))
+        return max(step + 1, min(self.cfg.steps, budget))
 
     def _writer(self) -> Any:
         from torch.utils.tensorboard import SummaryWriter

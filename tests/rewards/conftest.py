@@ -21,6 +21,8 @@ from PIL import Image
 # Remote-code modules (the jina-clip test) are copied here instead of the user's HF cache.
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="miro-test-hf-modules-"))
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The models here are tiny: one thread per test process avoids oversubscribing the two shared cores.
+torch.set_num_threads(1)
 
 CAPTIONS = [
     "a red circle on a white background",
@@ -117,12 +119,16 @@ def write_bert_tokenizer(folder: Path, size: int = 1200) -> Path:
     body += ["##" + c for c in string.ascii_lowercase]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(specials + body) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"})
+    )
     return folder
 
 
 def sentencepiece_vocab(size: int) -> list[tuple[str, float]]:
-    pieces = list(dict.fromkeys(["▁" + w for w in WORDS] + list(string.ascii_letters) + list(string.punctuation) + ["▁"]))
+    pieces = list(
+        dict.fromkeys(["▁" + w for w in WORDS] + list(string.ascii_letters) + list(string.punctuation) + ["▁"])
+    )
     i = 0
     while len(pieces) < size:
         pieces.append(f"▁x{i}")
@@ -153,7 +159,9 @@ def write_xlmr_tokenizer(folder: Path, size: int = 1100) -> tuple[Path, int]:
 
 
 def assert_close_lists(a, b, *, rtol: float = 1e-5, atol: float = 1e-5) -> None:
-    torch.testing.assert_close(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), rtol=rtol, atol=atol)
+    torch.testing.assert_close(
+        torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), rtol=rtol, atol=atol
+    )
 
 
 def check_common(reward, images: list[Image.Image], captions: list[str]) -> list[float]:

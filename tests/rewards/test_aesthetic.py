@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images
+from miro_reward_common.checkpoints import CheckpointError
 from test_pickscore import tiny_clip
 from test_preprocessing import reference_openai
 
 from miro_core.errors import MissingWeightsError
-from miro_reward_common.checkpoints import CheckpointError
 
 HEAD_SHAPES = [(1024, 16), (128, 1024), (64, 128), (16, 64), (1, 16)]
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, write_bert_tokenizer
+from miro_reward_common.checkpoints import CheckpointError
 from test_preprocessing import reference_openai
 
 from miro_core.errors import MissingWeightsError
-from miro_reward_common.checkpoints import CheckpointError
 
 V_WIDTH, V_DEPTH, PATCH, IMAGE = 64, 2, 8, 16  # BLIP heads are 64-d: one head here
 T_WIDTH, T_HEADS, T_DEPTH, T_FFN, MAX_POS = 32, 2, 2, 64, 40
@@ -107,9 +107,15 @@ def blip_reference(s, pixels, ids, mask):
         qkv = F.linear(h, g[b + "attn.qkv.weight"], g[b + "attn.qkv.bias"]).reshape(batch, n, 3, 1, V_WIDTH)
         q, k, val = qkv.permute(2, 0, 3, 1, 4)
         att = ((q @ k.transpose(-2, -1)) * V_WIDTH**-0.5).softmax(-1)
-        x = x + F.linear((att @ val).transpose(1, 2).reshape(batch, n, V_WIDTH), g[b + "attn.proj.weight"], g[b + "attn.proj.bias"])
+        x = x + F.linear(
+            (att @ val).transpose(1, 2).reshape(batch, n, V_WIDTH), g[b + "attn.proj.weight"], g[b + "attn.proj.bias"]
+        )
         h = F.layer_norm(x, (V_WIDTH,), g[b + "norm2.weight"], g[b + "norm2.bias"], 1e-6)
-        x = x + F.linear(F.gelu(F.linear(h, g[b + "mlp.fc1.weight"], g[b + "mlp.fc1.bias"])), g[b + "mlp.fc2.weight"], g[b + "mlp.fc2.bias"])
+        x = x + F.linear(
+            F.gelu(F.linear(h, g[b + "mlp.fc1.weight"], g[b + "mlp.fc1.bias"])),
+            g[b + "mlp.fc2.weight"],
+            g[b + "mlp.fc2.bias"],
+        )
     image = F.layer_norm(x, (V_WIDTH,), g[v + "norm.weight"], g[v + "norm.bias"], 1e-6)
 
     t = "blip.text_encoder."
@@ -123,9 +129,14 @@ def blip_reference(s, pixels, ids, mask):
             return y.reshape(batch, y.shape[1], T_HEADS, -1).transpose(1, 2)
 
         q, k, val = heads((z, "query")), heads((kv, "key")), heads((kv, "value"))
-        scores = q @ k.transpose(-2, -1) / (T_WIDTH // T_HEADS) ** 0.5 + (1.0 - key_mask[:, None, None, :].double()) * -1e4
+        scores = (
+            q @ k.transpose(-2, -1) / (T_WIDTH // T_HEADS) ** 0.5 + (1.0 - key_mask[:, None, None, :].double()) * -1e4
+        )
         ctx = (scores.softmax(-1) @ val).transpose(1, 2).reshape(batch, -1, T_WIDTH)
-        return ln(F.linear(ctx, g[prefix + "output.dense.weight"], g[prefix + "output.dense.bias"]) + z, prefix + "output.LayerNorm")
+        return ln(
+            F.linear(ctx, g[prefix + "output.dense.weight"], g[prefix + "output.dense.bias"]) + z,
+            prefix + "output.LayerNorm",
+        )
 
     z = g[t + "embeddings.word_embeddings.weight"][ids] + g[t + "embeddings.position_embeddings.weight"][: ids.shape[1]]
     z = ln(z, t + "embeddings.LayerNorm")
@@ -133,7 +144,11 @@ def blip_reference(s, pixels, ids, mask):
         b = f"{t}encoder.layer.{i}."
         z = attention(z, z, b + "attention.", mask)
         z = attention(z, image, b + "crossattention.", torch.ones(batch, image.shape[1]))
-        ffn = F.linear(F.gelu(F.linear(z, g[b + "intermediate.dense.weight"], g[b + "intermediate.dense.bias"])), g[b + "output.dense.weight"], g[b + "output.dense.bias"])
+        ffn = F.linear(
+            F.gelu(F.linear(z, g[b + "intermediate.dense.weight"], g[b + "intermediate.dense.bias"])),
+            g[b + "output.dense.weight"],
+            g[b + "output.dense.bias"],
+        )
         z = ln(ffn + z, b + "output.LayerNorm")
     r = z[:, 0]
     for index in (0, 2, 4, 6, 7):
@@ -150,9 +165,8 @@ def files(tmp_path_factory):
 
 
 def test_matches_plain_torch_blip(registry, files):
-    from transformers import BertTokenizer
-
     from miro_reward_common.images import to_8bit
+    from transformers import BertTokenizer
 
     folder, tok_folder, state = files
     reward = registry.rewards.create("imagereward", {"checkpoint": str(folder), "tokenizer": str(tok_folder)})
@@ -174,12 +188,16 @@ def test_unknown_and_missing_keys_are_named(registry, files, tmp_path):
     extra = OrderedDict(state)
     extra["blip.itm_head.weight"] = torch.zeros(2, T_WIDTH)
     write_checkpoint(tmp_path / "extra", vocab=1202, state=extra)
-    reward = registry.rewards.create("imagereward", {"checkpoint": str(tmp_path / "extra"), "tokenizer": str(tok_folder)})
+    reward = registry.rewards.create(
+        "imagereward", {"checkpoint": str(tmp_path / "extra"), "tokenizer": str(tok_folder)}
+    )
     with pytest.raises(CheckpointError, match=r"blip\.itm_head\.weight"):
         reward.load()
     short = OrderedDict((k, v) for k, v in state.items() if "crossattention.self.key.weight" not in k or ".1." not in k)
     write_checkpoint(tmp_path / "short", vocab=1202, state=short)
-    reward = registry.rewards.create("imagereward", {"checkpoint": str(tmp_path / "short"), "tokenizer": str(tok_folder)})
+    reward = registry.rewards.create(
+        "imagereward", {"checkpoint": str(tmp_path / "short"), "tokenizer": str(tok_folder)}
+    )
     with pytest.raises(CheckpointError, match=r"missing keys: encoder\.layer\.1\.crossattention\.self\.key\.weight"):
         reward.load()
 

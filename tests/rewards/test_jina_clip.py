@@ -97,8 +97,17 @@ def folder(tmp_path_factory):
     config["auto_map"] = {"AutoConfig": "modeling_tiny.TinyJinaConfig", "AutoModel": "modeling_tiny.TinyJinaModel"}
     (ckpt / "config.json").write_text(json.dumps(config))
     (ckpt / "preprocessor_config.json").write_text(
-        json.dumps({"size": 24, "mean": MEAN, "std": STD, "resize_mode": "shortest", "interpolation": "bicubic",
-                    "fill_color": 0, "image_processor_type": "JinaCLIPImageProcessor"})
+        json.dumps(
+            {
+                "size": 24,
+                "mean": MEAN,
+                "std": STD,
+                "resize_mode": "shortest",
+                "interpolation": "bicubic",
+                "fill_color": 0,
+                "image_processor_type": "JinaCLIPImageProcessor",
+            }
+        )
     )
     _, vocab = write_xlmr_tokenizer(ckpt, size=1100)
     assert vocab == 1100
@@ -115,9 +124,8 @@ def test_refuses_remote_code_without_opt_in(registry, folder):
 
 
 def test_opt_in_scores_logits_diagonal(registry, folder):
-    from transformers import AutoTokenizer
-
     from miro_reward_common.images import to_8bit
+    from transformers import AutoTokenizer
 
     ckpt, marker, model = folder
     reward = registry.rewards.create("jina-clip", {"checkpoint": str(ckpt), "trust_remote_code": True})

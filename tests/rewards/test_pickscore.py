@@ -93,7 +93,9 @@ def test_missing_weights_name_files(registry, tmp_path, clip_files):
     reward = registry.rewards.create("pickscore", {"checkpoint": str(empty), "processor": str(processor)})
     with pytest.raises(MissingWeightsError, match=r"config\.json.*model\.safetensors"):
         reward.load()
-    uncached = registry.rewards.create("sciscore", {"checkpoint": "nobody-here/NoSuchModel", "processor": str(processor)})
+    uncached = registry.rewards.create(
+        "sciscore", {"checkpoint": "nobody-here/NoSuchModel", "processor": str(processor)}
+    )
     with pytest.raises(MissingWeightsError, match="not in the local Hugging Face cache"):
         uncached.load()
 
@@ -128,3 +130,8 @@ def test_mismatched_checkpoint_names_keys(registry, tmp_path, clip_files):
 
     with pytest.raises(CheckpointError, match=r"visual_projection\.weight"):
         reward.load()
+    state = load_file(str(checkpoint / "model.safetensors"))
+    state["text_projection.weight"] = torch.zeros(8, 32)
+    save_file(state, str(bad / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"text_projection\.weight"):
+        registry.rewards.create("pickscore", {"checkpoint": str(bad), "processor": str(processor)}).load()

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import odd_images
-from PIL import Image
-
 from miro_reward_common import images as ip
+from PIL import Image
 
 MEAN = torch.tensor(ip.OPENAI_CLIP_MEAN).view(3, 1, 1)
 STD = torch.tensor(ip.OPENAI_CLIP_STD).view(3, 1, 1)
@@ -18,7 +17,9 @@ def test_to_8bit_rounds_deep_images():
     deep = np.array([[0, 128, 129, 257, 385, 65535]], dtype=np.uint16)
     out = ip.to_8bit(Image.fromarray(deep))
     assert out.mode == "L"
-    assert np.asarray(out).tolist() == [[0, 0, 1, 1, 1, 255]]  # round(v / 257): 128 -> 0.498, 129 -> 0.502, 385 -> 1.498
+    assert np.asarray(out).tolist() == [
+        [0, 0, 1, 1, 1, 255]
+    ]  # round(v / 257): 128 -> 0.498, 129 -> 0.502, 385 -> 1.498
     floats = np.array([[0.0, 0.5, 0.998, 1.0]], dtype=np.float32)
     assert np.asarray(ip.to_8bit(Image.fromarray(floats, "F"))).tolist() == [[0, 128, 254, 255]]
     wide = np.array([[0.0, 127.4, 300.0]], dtype=np.float32)

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, write_t5_tokenizer
+from miro_reward_common.checkpoints import CheckpointError
 from PIL import Image
 
 from miro_core.errors import MissingWeightsError
-from miro_reward_common.checkpoints import CheckpointError
 
 VISION = {
     "hidden_size": 32,
@@ -61,8 +61,15 @@ def write_vision_folder(folder, with_weights: bool):
     else:
         model.config.save_pretrained(str(folder))
     (folder / "preprocessor_config.json").write_text(
-        json.dumps({"crop_size": 28, "size": 28, "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                    "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3})
+        json.dumps(
+            {
+                "crop_size": 28,
+                "size": 28,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "resample": 3,
+            }
+        )
     )
     return model
 
@@ -118,9 +125,8 @@ def files(tmp_path_factory):
 
 def manual_scores(root, state, vision, images, captions):
     """Reference pipeline by hand: square pad, HF PIL processor, CLIP layer -2, projector, T5, cross-entropy."""
-    from transformers import CLIPImageProcessorPil, T5Config, T5ForConditionalGeneration, T5Tokenizer
-
     from miro_reward_common.images import to_8bit
+    from transformers import CLIPImageProcessorPil, T5Config, T5ForConditionalGeneration, T5Tokenizer
 
     tok = T5Tokenizer.from_pretrained(str(root / "flan-t5-xxl"))
     t5 = T5ForConditionalGeneration(T5Config(**t5_fields())).eval()
@@ -139,7 +145,9 @@ def manual_scores(root, state, vision, images, captions):
             hidden = states[-2][0, 1:]  # second-to-last layer, CLS dropped
             w = state
             feats = torch.nn.functional.linear(
-                torch.nn.functional.gelu(torch.nn.functional.linear(hidden, w["mm_projector.0.weight"], w["mm_projector.0.bias"])),
+                torch.nn.functional.gelu(
+                    torch.nn.functional.linear(hidden, w["mm_projector.0.weight"], w["mm_projector.0.bias"])
+                ),
                 w["mm_projector.2.weight"],
                 w["mm_projector.2.bias"],
             )
@@ -179,11 +187,17 @@ def test_vision_tower_from_its_own_folder(registry, files, tmp_path):
     root, _, _ = files
     tower = write_vision_folder(tmp_path / "tower", with_weights=True)
     state = write_checkpoint(tmp_path / "ckpt", vision=None)
-    opts = {"checkpoint": str(tmp_path / "ckpt"), "tokenizer": str(root / "flan-t5-xxl"), "vision_tower": str(tmp_path / "tower")}
+    opts = {
+        "checkpoint": str(tmp_path / "ckpt"),
+        "tokenizer": str(root / "flan-t5-xxl"),
+        "vision_tower": str(tmp_path / "tower"),
+    }
     reward = registry.rewards.create("vqascore", opts)
     reward.load()
     images, captions = odd_images()[:2], CAPTIONS[:2]
-    assert_close_lists(reward.score(images, captions), manual_scores(root, state, tower, images, captions), atol=1e-6, rtol=1e-4)
+    assert_close_lists(
+        reward.score(images, captions), manual_scores(root, state, tower, images, captions), atol=1e-6, rtol=1e-4
+    )
     # Without the tower's weights anywhere, the error says what is missing.
     empty = tmp_path / "config-only"
     write_vision_folder(empty, with_weights=False)
@@ -195,8 +209,11 @@ def test_vision_tower_from_its_own_folder(registry, files, tmp_path):
 def test_strict_keys(registry, files, tmp_path):
     root, _, vision = files
     write_checkpoint(tmp_path / "broken", vision=vision, drop="decoder.block.1.layer.2.DenseReluDense.wo.weight")
-    opts = {"checkpoint": str(tmp_path / "broken"), "tokenizer": str(root / "flan-t5-xxl"),
-            "vision_tower": str(root / "clip-vit-large-patch14-336")}
+    opts = {
+        "checkpoint": str(tmp_path / "broken"),
+        "tokenizer": str(root / "flan-t5-xxl"),
+        "vision_tower": str(root / "clip-vit-large-patch14-336"),
+    }
     with pytest.raises(CheckpointError, match=r"decoder\.block\.1\.layer\.2\.DenseReluDense\.wo\.weight"):
         registry.rewards.create("vqascore", opts).load()
     write_checkpoint(tmp_path / "noproj", vision=vision, drop="mm_projector.2.bias")

@@ -50,8 +50,6 @@ class AestheticScore(PaperReward):
     peak_memory_mib = 1500.0
 
     def _load(self, device: str, dtype: Any) -> LoadedAesthetic:
-        from transformers import CLIPConfig, CLIPVisionModelWithProjection
-
         from miro_reward_common.checkpoints import (
             HF_WEIGHT_FILES,
             CheckpointError,
@@ -62,6 +60,7 @@ class AestheticScore(PaperReward):
             strict_load,
         )
         from miro_reward_common.heads import build_linear_head, head_input_size
+        from transformers import CLIPConfig, CLIPVisionModelWithProjection
 
         head_path = resolve_file(
             self.options.checkpoint,
@@ -107,7 +106,9 @@ class AestheticScore(PaperReward):
         from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, openai_clip_pixels
 
         loaded: LoadedAesthetic = self.model
-        pixels = normalize([openai_clip_pixels(im, loaded.image_size) for im in images], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        pixels = normalize(
+            [openai_clip_pixels(im, loaded.image_size) for im in images], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        )
         embeds = loaded.clip(pixel_values=pixels.to(device=self.device, dtype=self.dtype)).image_embeds
         return l2_normalise(embeds.float())
 

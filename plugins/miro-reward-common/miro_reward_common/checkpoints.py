@@ -278,15 +278,21 @@ def hf_from_pretrained(
 ) -> Any:
     """``cls.from_pretrained`` from a local folder with the strict key check and quiet logging.
 
-    Misshapen weights (transformers raises a RuntimeError) become a :class:`CheckpointError`; missing
-    and unexpected keys are checked by :func:`check_loading_info`, since transformers only logs them.
+    Misshapen, missing and unexpected keys are all refused by :func:`check_loading_info`, naming them
+    (transformers would only log most of them).
     """
     from transformers.utils import logging as hf_logging
 
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, **kwargs)
+        model, info = cls.from_pretrained(
+            str(folder),
+            local_files_only=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported below by name (and then refused), not skipped
+            **kwargs,
+        )
     except RuntimeError as err:
         raise CheckpointError(f"{reward}: {folder} does not match the architecture: {err}") from None
     finally:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from miro_core.errors import ConfigError
-
 from miro_reward_common.base import PaperReward, PaperRewardOptions
 
 if TYPE_CHECKING:
@@ -69,7 +68,9 @@ class ImageSettings:
     def pixels(self, images: Sequence[Image]) -> Any:
         from miro_reward_common.images import hf_clip_pixels, normalize
 
-        return normalize([hf_clip_pixels(im, self.size, self.crop, self.resample) for im in images], self.mean, self.std)
+        return normalize(
+            [hf_clip_pixels(im, self.size, self.crop, self.resample) for im in images], self.mean, self.std
+        )
 
 
 @dataclass
@@ -118,7 +119,9 @@ class HFCLIPPreferenceReward(PaperReward):
                 f"{self.name}: tokenizer in {proc} has {len(tokenizer)} entries but the text tower only "
                 f"{model.config.text_config.vocab_size}; the processor does not belong to this checkpoint"
             )
-        return LoadedCLIP(model, tokenizer, ImageSettings.from_file(proc / "preprocessor_config.json", reward=self.name))
+        return LoadedCLIP(
+            model, tokenizer, ImageSettings.from_file(proc / "preprocessor_config.json", reward=self.name)
+        )
 
     def embeddings(self, images: list[Image], captions: list[str]) -> tuple[Any, Any, Any]:
         """(image features, text features, logit scale) before normalisation."""

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from miro_core.errors import ConfigError
-
 from miro_reward_common.base import PaperReward, PaperRewardOptions
+
+from miro_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -46,7 +46,6 @@ class LoadedHPS:
 def model_config(weights: Path, model_name: str, *, reward: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(model_cfg, preprocess_cfg): from ``open_clip_config.json`` beside the weights, else open_clip's table."""
     import open_clip
-
     from miro_reward_common.checkpoints import read_json
 
     beside = weights.parent / CONFIG_FILE
@@ -77,12 +76,11 @@ class HPSv2(PaperReward):
     peak_memory_mib = 4400.0
 
     def _load(self, device: str, dtype: Any) -> LoadedHPS:
-        from open_clip.model import CLIP
-        from open_clip.tokenizer import SimpleTokenizer
-
         from miro_reward_common.checkpoints import read_state_dict, resolve_file, strict_load
         from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
         from miro_reward_common.tokenizers import check_vocab
+        from open_clip.model import CLIP
+        from open_clip.tokenizer import SimpleTokenizer
 
         path = resolve_file(
             self.options.checkpoint,
@@ -112,7 +110,6 @@ class HPSv2(PaperReward):
 
     def pixels(self, images: list[Image]) -> Any:
         import torch
-
         from miro_reward_common.images import hpsv2_tensor
 
         loaded: LoadedHPS = self.model

@@ -89,9 +89,8 @@ def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], 
 
 def vision_config(vision: dict[str, Any], *, reward: str) -> Any:
     """A ``BlipVisionConfig`` read off the weights (BLIP ViTs use 64-dimensional heads)."""
-    from transformers import BlipVisionConfig
-
     from miro_reward_common.checkpoints import CheckpointError
+    from transformers import BlipVisionConfig
 
     try:
         patch = vision["embeddings.patch_embedding.weight"]
@@ -158,8 +157,6 @@ class ImageReward(PaperReward):
     peak_memory_mib = 2300.0
 
     def _load(self, device: str, dtype: Any) -> LoadedImageReward:
-        from transformers import BlipTextModel, BlipVisionModel
-
         from miro_reward_common.checkpoints import (
             CheckpointError,
             read_json,
@@ -169,6 +166,7 @@ class ImageReward(PaperReward):
         )
         from miro_reward_common.heads import build_linear_head
         from miro_reward_common.tokenizers import TOKENIZER_FILES, load_tokenizer
+        from transformers import BlipTextModel, BlipVisionModel
 
         folder = resolve_folder(
             self.options.checkpoint,
@@ -217,14 +215,19 @@ class ImageReward(PaperReward):
     def cls_states(self, images: list[Image], captions: list[str]) -> Any:
         """The text encoder's CLS state after cross-attending to the image (float32), the head's input."""
         import torch
-
         from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, openai_clip_pixels
 
         loaded: LoadedImageReward = self.model
-        pixels = normalize([openai_clip_pixels(im, loaded.image_size) for im in images], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        pixels = normalize(
+            [openai_clip_pixels(im, loaded.image_size) for im in images], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        )
         image_embeds = loaded.vision(pixel_values=pixels.to(device=self.device, dtype=self.dtype)).last_hidden_state
         tokens = loaded.tokenizer(
-            list(captions), padding="max_length", truncation=True, max_length=self.options.max_length, return_tensors="pt"
+            list(captions),
+            padding="max_length",
+            truncation=True,
+            max_length=self.options.max_length,
+            return_tensors="pt",
         ).to(self.device)
         image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         out = loaded.text(

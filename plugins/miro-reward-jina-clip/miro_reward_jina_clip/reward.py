@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from miro_core.errors import ConfigError
-
 from miro_reward_common.base import PaperReward, PaperRewardOptions
+
+from miro_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -73,10 +73,9 @@ class JinaCLIPScore(PaperReward):
     peak_memory_mib = 4300.0
 
     def _load(self, device: str, dtype: Any) -> LoadedJina:
-        from transformers import AutoModel
-
         from miro_reward_common.checkpoints import HF_WEIGHT_FILES, hf_from_pretrained, read_json, resolve_folder
         from miro_reward_common.tokenizers import TOKENIZER_FILES, load_tokenizer
+        from transformers import AutoModel
 
         folder = resolve_folder(
             self.options.checkpoint,

@@ -1,7 +1,6 @@
 """Entry point module of the ``pickscore`` reward: registers the class, imports nothing heavy."""
 
 from miro_core.hookspecs import Register, hookimpl
-
 from miro_reward_pickscore.reward import PickScore
 
 MIRO_API = ">=1,<2"

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from miro_core.errors import ConfigError
-
 from miro_reward_common.base import PaperReward, PaperRewardOptions
+
+from miro_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -162,8 +162,6 @@ class VQAScore(PaperReward):
     peak_memory_mib = 45500.0
 
     def _load(self, device: str, dtype: Any) -> LoadedVQA:
-        from transformers import CLIPVisionConfig, CLIPVisionModel, T5ForConditionalGeneration
-
         from miro_reward_common.checkpoints import (
             HF_WEIGHT_FILES,
             CheckpointError,
@@ -174,6 +172,7 @@ class VQAScore(PaperReward):
         )
         from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
         from miro_reward_common.tokenizers import TOKENIZER_FILES, load_tokenizer
+        from transformers import CLIPVisionConfig, CLIPVisionModel, T5ForConditionalGeneration
 
         if self.options.conversation not in CONVERSATIONS:
             raise ConfigError(f"{self.name}: conversation must be one of {', '.join(CONVERSATIONS)}")
@@ -242,9 +241,9 @@ class VQAScore(PaperReward):
 
     def _vision_folder(self, cfg: dict[str, Any], *, need_weights: bool) -> Path | None:
         """The vision tower folder; optional when the weights are in the checkpoint and the tower is ViT-L/14-336."""
-        from miro_core.errors import MissingWeightsError
-
         from miro_reward_common.checkpoints import HF_WEIGHT_FILES, resolve_folder
+
+        from miro_core.errors import MissingWeightsError
 
         required = [("config.json",), HF_WEIGHT_FILES] if need_weights else [("config.json",)]
         try:

@@ -1,0 +1,362 @@
+"""Throughput and peak memory of the seven paper rewards at their real architecture sizes, random weights.
+
+    .venv/bin/python benchmarks/reward_throughput.py [--rewards aesthetic,hpsv2] [--batch-size 4]
+        [--batches 2] [--threads 2] [--json out.json]
+
+Each reward runs in a fresh subprocess, so the peak resident memory reported is its own (weights,
+activations and the Python/torch baseline). Inside it, the real-size architecture is built with random
+weights (no checkpoint exists offline), handed to the plugin's own scoring code (preprocessing,
+tokenization, forward, score formula), warmed up on one batch, then timed on ``--batches`` batches of
+non-square RGB images. Differences from the real models, stated in the output:
+
+- jina-clip: its model is remote code not available offline; a stand-in of the same size is timed
+  (timm EVA02-L/14 image tower at 512 px + a 24-layer 1024-wide XLM-RoBERTa text tower with the
+  250k vocabulary), through the plugin's preprocessing, tokenization and score code.
+- vqascore: CLIP-FlanT5-XXL (11.1B + 0.3B parameters) does not fit 24 GiB; CLIP-FlanT5-XL (the XL
+  sibling: same design, T5-XL width) is timed in bfloat16, and the XXL weight memory is computed from its
+  parameter count (meta-device model, nothing allocated).
+- Tokenizers are synthetic vocabularies of the real kind (the real CLIP BPE for the CLIP models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import string
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+REWARDS = ("aesthetic", "hpsv2", "imagereward", "pickscore", "sciscore", "jina-clip", "vqascore")
+
+
+# -- tokenizers ------------------------------------------------------------------------------------
+def clip_tokenizer() -> Any:
+    import gzip
+
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+    from transformers import CLIPTokenizer
+
+    merges = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    pairs = [tuple(m.split()) for m in merges]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(p) for p in pairs] + ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=pairs)
+
+
+def bert_tokenizer(size: int = 30522) -> Any:
+    from transformers import BertTokenizer
+
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase + string.punctuation)
+    pieces += ["##" + c for c in string.ascii_lowercase]
+    pieces += [f"w{i}" for i in range(size - len(pieces))]
+    return BertTokenizer(vocab={p: i for i, p in enumerate(pieces)})
+
+
+def unigram_pieces(size: int) -> list[tuple[str, float]]:
+    pieces = ["▁" + c for c in string.ascii_lowercase] + list(string.ascii_letters + string.punctuation) + ["▁"]
+    pieces += [f"▁x{i}" for i in range(size - len(pieces))]
+    return [(p, -float(k + 1)) for k, p in enumerate(pieces)]
+
+
+def t5_tokenizer() -> Any:
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer(vocab=[("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + unigram_pieces(32000 - 3), extra_ids=100)
+
+
+def xlmr_tokenizer() -> Any:
+    from transformers import XLMRobertaTokenizer
+
+    specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    return XLMRobertaTokenizer(vocab=specials + unigram_pieces(4000) + [("<mask>", 0.0)])
+
+
+# -- real-size models ------------------------------------------------------------------------------
+def vit_h14_clip_config() -> Any:
+    """laion/CLIP-ViT-H-14-laion2B-s32B-b79K (PickScore_v1, SciScore) as a transformers CLIPConfig."""
+    from transformers import CLIPConfig
+
+    return CLIPConfig(
+        text_config={
+            "vocab_size": 49408,
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "max_position_embeddings": 77,
+            "hidden_act": "gelu",
+        },
+        vision_config={
+            "hidden_size": 1280,
+            "intermediate_size": 5120,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 16,
+            "image_size": 224,
+            "patch_size": 14,
+            "hidden_act": "gelu",
+        },
+        projection_dim=1024,
+    )
+
+
+def build(name: str) -> tuple[Any, str]:
+    """(reward with real-size random weights loaded, note on what was measured)."""
+    import torch
+
+    from miro_core.plugins import build_registry
+
+    reward = build_registry().rewards.create(name, {})
+    reward.device, reward.dtype = "cpu", torch.float32
+    note = "real architecture, random weights, float32"
+    if name == "aesthetic":
+        from miro_reward_aesthetic.reward import LoadedAesthetic
+        from miro_reward_common.heads import build_linear_head
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        cfg = CLIPVisionConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=14,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+        )
+        reward.model = LoadedAesthetic(CLIPVisionModelWithProjection(cfg).eval(), build_linear_head(768), 224)
+    elif name == "hpsv2":
+        import open_clip
+        from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        from miro_reward_hpsv2.reward import LoadedHPS
+        from open_clip.model import CLIP
+        from open_clip.tokenizer import SimpleTokenizer
+
+        model = CLIP(**open_clip.get_model_config("ViT-H-14")).eval()
+        reward.model = LoadedHPS(model, SimpleTokenizer(), 224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    elif name == "imagereward":
+        from miro_reward_common.heads import build_linear_head
+        from miro_reward_imagereward.reward import LoadedImageReward, text_config
+        from transformers import BlipTextModel, BlipVisionConfig, BlipVisionModel
+
+        vcfg = BlipVisionConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=16,
+            layer_norm_eps=1e-6,
+        )
+        med = {
+            "vocab_size": 30524,
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 512,
+        }
+        tokenizer = bert_tokenizer()
+        tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+        tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+        reward.model = LoadedImageReward(
+            BlipVisionModel(vcfg).eval(),
+            BlipTextModel(text_config(med, 1024), add_pooling_layer=False).eval(),
+            build_linear_head(768),
+            tokenizer,
+            224,
+        )
+    elif name in ("pickscore", "sciscore"):
+        from miro_reward_common.clip_scorer import ImageSettings, LoadedCLIP
+        from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        from transformers import CLIPModel
+
+        settings = ImageSettings(224, 224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 3)
+        reward.model = LoadedCLIP(CLIPModel(vit_h14_clip_config()).eval(), clip_tokenizer(), settings)
+    elif name == "jina-clip":
+        from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        from miro_reward_jina_clip.reward import LoadedJina
+
+        reward.model = LoadedJina(JinaStandIn().eval(), xlmr_tokenizer(), 512, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        note = "same-size stand-in (EVA02-L/14 @512 + 24x1024 XLM-R, 250k vocab), random weights, float32"
+    elif name == "vqascore":
+        reward.dtype = torch.bfloat16
+        reward.model = clip_flant5("xl", torch.bfloat16)
+        note = "CLIP-FlanT5-XL (XXL does not fit 24 GiB), random weights, bfloat16"
+    else:
+        raise SystemExit(f"unknown reward {name}")
+    return reward, note
+
+
+def t5_config(size: str) -> Any:
+    from transformers import T5Config
+
+    width, ffn, heads = {"xl": (2048, 5120, 32), "xxl": (4096, 10240, 64)}[size]
+    return T5Config(
+        vocab_size=32128,
+        d_model=width,
+        d_kv=64,
+        d_ff=ffn,
+        num_layers=24,
+        num_decoder_layers=24,
+        num_heads=heads,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.0,
+    )
+
+
+def clip_l14_336() -> Any:
+    from miro_reward_vqascore.reward import CLIP_L14_336
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(**CLIP_L14_336)
+
+
+def clip_flant5(size: str, dtype: Any) -> Any:
+    from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from miro_reward_vqascore.reward import LoadedVQA, build_projector
+    from transformers import CLIPVisionModel, T5ForConditionalGeneration
+
+    config = t5_config(size)
+    t5 = T5ForConditionalGeneration._from_config(config, dtype=dtype).eval()
+    vision = CLIPVisionModel._from_config(clip_l14_336(), dtype=dtype).eval()
+    projector = build_projector("mlp2x_gelu", 1024, config.d_model).to(dtype).eval()
+    tokenizer = t5_tokenizer()
+    return LoadedVQA(
+        t5, vision, projector, tokenizer, len(tokenizer), -2, "patch", 336, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    )
+
+
+def xxl_parameters() -> int:
+    """Parameters of CLIP-FlanT5-XXL (T5-XXL + CLIP ViT-L/14-336 tower + projector), counted on the meta device."""
+    import torch
+    from miro_reward_vqascore.reward import build_projector
+    from transformers import CLIPVisionModel, T5ForConditionalGeneration
+
+    with torch.device("meta"):
+        t5 = T5ForConditionalGeneration(t5_config("xxl"))
+        vision = CLIPVisionModel(clip_l14_336())
+        projector = build_projector("mlp2x_gelu", 1024, 4096)
+    return sum(p.numel() for m in (t5, vision, projector) for p in m.parameters())
+
+
+class JinaStandIn(nn.Module):
+    """Same size and computation shape as jina-clip-v2, with the interface of its remote code."""
+
+    def __init__(self) -> None:
+        import timm
+        from transformers import XLMRobertaConfig, XLMRobertaModel
+
+        super().__init__()
+        self.vision = timm.create_model(
+            "eva02_large_patch14_clip_224", pretrained=False, img_size=512, num_classes=1024
+        )
+        text_config = XLMRobertaConfig(
+            vocab_size=250002,
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            max_position_embeddings=8194,
+            type_vocab_size=1,
+            pad_token_id=1,
+        )
+        self.text = XLMRobertaModel(text_config, add_pooling_layer=False)
+        self.text_projection = nn.Linear(1024, 1024, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, input_ids: Any, attention_mask: Any, pixel_values: Any, return_dict: bool = True) -> Any:
+        image = self.vision(pixel_values)
+        hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        text = self.text_projection((hidden * mask).sum(1) / mask.sum(1))
+        image = image / image.norm(dim=-1, keepdim=True)
+        text = text / text.norm(dim=-1, keepdim=True)
+        return SimpleNamespace(logits_per_image=self.logit_scale.exp() * image @ text.t())
+
+
+# -- measuring -------------------------------------------------------------------------------------
+def images_and_captions(n: int) -> tuple[list[Any], list[str]]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)) for _ in range(n)]
+    captions = ["a photo of a red circle next to two blue squares on a wooden table"] * n
+    return images, captions
+
+
+def child(name: str, batch_size: int, batches: int, threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    reward, note = build(name)
+    build_s = time.perf_counter() - t0
+    params = sum(
+        p.numel() for m in vars(reward.model).values() if isinstance(m, torch.nn.Module) for p in m.parameters()
+    )
+    images, captions = images_and_captions(batch_size)
+    reward.score(images, captions)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        scores = reward.score(images, captions)
+    elapsed = time.perf_counter() - t0
+    result = {
+        "reward": name,
+        "measured": note,
+        "parameters_m": round(params / 1e6, 1),
+        "batch_size": batch_size,
+        "images_per_s": round(batch_size * batches / elapsed, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+        "build_s": round(build_s, 1),
+        "finite": all(math.isfinite(s) for s in scores),
+        "threads": threads,
+    }
+    if name == "vqascore":
+        n = xxl_parameters()
+        result["xxl_parameters_m"] = round(n / 1e6, 1)
+        result["xxl_weights_mib_float32"] = round(n * 4 / 2**20)
+        result["xxl_weights_mib_bfloat16"] = round(n * 2 / 2**20)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rewards", default=",".join(REWARDS))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.batch_size, args.batches, args.threads)))
+        return
+    results = []
+    for name in [r.strip() for r in args.rewards.split(",") if r.strip()]:
+        batch = min(args.batch_size, 2) if name == "vqascore" else args.batch_size
+        cmd = [sys.executable, __file__, "--child", name, "--batch-size", str(batch)]
+        cmd += ["--batches", str(args.batches), "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Framework overhead of a training step: `miro train`'s loop against a bare PyTorch loop.
+
+Both train the same MiroModel (same backbone, conditioning, batch and AdamW settings) on the same
+in-memory data; the bare loop is minRF-style (no accelerate, no EMA, no logging, no checkpoints).
+The framework loop includes everything `miro train` does per step (accelerate, EMA, learned loss
+weighting, LR schedule, gradient clipping, tensorboard). Prints steps/s, overhead and peak memory.
+
+    .venv/bin/python benchmarks/train_step_overhead.py [--steps 60] [--batch-size 32] [--backbone hybrid-small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backbone", default="hybrid-small")
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import torch
+
+    from miro_core.annotate import AnnotateConfig, Annotator
+    from miro_core.bins import fit_bins
+    from miro_core.flow import interpolate, per_sample_mse, sample_time, velocity_target
+    from miro_core.plugins import get_registry
+    from miro_core.shapes.dataset import write_shapes_dataset
+    from miro_core.train import TrainConfig, Trainer, make_optimizer
+
+    registry = get_registry()
+    work = Path(tempfile.mkdtemp(prefix="miro-bench-"))
+    rewards = ["shapes-alignment", "shapes-aesthetic", "shapes-sharpness"]
+    write_shapes_dataset(str(work / "data"), n=args.samples, progress=False)
+    Annotator(
+        AnnotateConfig(data=str(work / "data"), out=str(work / "ann"), rewards=rewards),
+        [registry.rewards.create(r) for r in rewards],
+    ).run()
+    fit_bins(str(work / "ann"), num_bins=64, ties="spread", registry=registry).save(str(work / "bins.json"))
+
+    def config(out: str, steps: int) -> TrainConfig:
+        return TrainConfig(
+            data=str(work / "ann"), bins=str(work / "bins.json"), out=out, backbone=args.backbone,
+            batch_size=args.batch_size, steps=steps, warmup_steps=5, save_every=0, log_every=10, device="cpu",
+        )
+
+    framework_rates, bare_rates = [], []
+    for repeat in range(args.repeats):
+        # Framework: time the steps after warm-up, from the trainer's own clock.
+        warm = Trainer(config(str(work / f"warm-{repeat}"), args.warmup), registry, progress=False)
+        warm.run()
+        full = Trainer(config(str(work / f"full-{repeat}"), args.warmup + args.steps), registry, progress=False)
+        full.run()
+        framework_rates.append(args.steps / (full.seconds - warm.seconds * 1.0))
+
+        # Bare loop on the same model and data.
+        data = full.data
+        from miro_core.model import ModelSpec, build_model
+
+        spec = ModelSpec(**json.loads((Path(full.run_dir) / "config.json").read_text())["model"])
+        torch.manual_seed(0)
+        model = build_model(spec, registry)
+        optimizer = make_optimizer(config("unused", 1), model)
+        generator = torch.Generator().manual_seed(0)
+
+        def bare_step() -> None:
+            idx = torch.randint(0, len(data), (args.batch_size,), generator=generator)
+            x0 = data.x0(idx)
+            noise = torch.randn(x0.shape, generator=generator)
+            t = sample_time(args.batch_size, "logit-normal", generator)
+            caption = data.caption_index[idx]
+            v = model(interpolate(x0, noise, t), t, data.text_tokens[caption].float(), data.text_mask[caption],
+                      data.levels[idx])
+            loss = per_sample_mse(v, velocity_target(x0, noise)).mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        for _ in range(args.warmup):
+            bare_step()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            bare_step()
+        bare_rates.append(args.steps / (time.perf_counter() - start))
+
+    framework, bare = max(framework_rates), max(bare_rates)
+    report = {
+        "backbone": args.backbone,
+        "batch_size": args.batch_size,
+        "steps_timed": args.steps,
+        "framework_steps_per_second": round(framework, 3),
+        "bare_steps_per_second": round(bare, 3),
+        "overhead_percent": round(100 * (bare / framework - 1), 2),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

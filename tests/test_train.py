@@ -1,0 +1,173 @@
+"""Training, checkpoints, exact resumption, 2-process accelerate, and sampling from a run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from miro_cli.main import app
+from miro_core.errors import ConfigError
+from miro_core.pipeline import MiroPipeline
+from miro_core.train import Trainer, batch_indices
+
+from .conftest import tiny_train_config
+
+
+def weights(run: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    latest = json.loads((run / "latest.json").read_text())["path"]
+    return load_file(str(run / latest / name))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_annotations: Path, tiny_bins: Path, registry, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    Trainer(tiny_train_config(tiny_annotations, tiny_bins, out, steps=6), registry, progress=False).run()
+    return out
+
+
+def test_run_folder_layout(tiny_run: Path):
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["reward_keys"] == ["shapes-alignment", "shapes-aesthetic", "shapes-sharpness"]
+    assert config["model"]["backbone"] == "hybrid" and config["model"]["backbone_options"]["size"] == "tiny"
+    checkpoint = tiny_run / json.loads((tiny_run / "latest.json").read_text())["path"]
+    assert {p.name for p in checkpoint.iterdir()} == {
+        "model.safetensors", "model_ema.safetensors", "optimizer.pt", "trainer_state.json"
+    }
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 6
+    assert len(list((tiny_run / "checkpoints").glob("step-*"))) == 2, "older checkpoints are pruned"
+    assert list((tiny_run / "logs").glob("events.out.tfevents.*")), "tensorboard logs"
+    assert (tiny_run / "bins.json").exists()
+    raw, ema = weights(tiny_run), weights(tiny_run, "model_ema.safetensors")
+    assert raw.keys() == ema.keys() and any(not torch.equal(raw[k], ema[k]) for k in raw)
+    torch.load(checkpoint / "optimizer.pt", weights_only=True)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_annotations, tiny_bins, registry, tmp_path):
+    straight = tmp_path / "straight"
+    Trainer(tiny_train_config(tiny_annotations, tiny_bins, straight), registry, progress=False).run()
+    chunked = tmp_path / "chunked"
+    Trainer(tiny_train_config(tiny_annotations, tiny_bins, chunked), registry, progress=False).run(stop_at_step=2)
+    assert json.loads((chunked / "latest.json").read_text())["step"] == 2
+    Trainer(tiny_train_config(tiny_annotations, tiny_bins, chunked), registry, progress=False).run(resume=True)
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        a, b = weights(straight, name), weights(chunked, name)
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
+
+
+def test_existing_run_needs_resume_and_matching_options(tiny_run: Path, tiny_annotations, tiny_bins, registry):
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(tiny_train_config(tiny_annotations, tiny_bins, tiny_run, steps=6), registry, progress=False).run()
+    changed = tiny_train_config(tiny_annotations, tiny_bins, tiny_run, steps=6, lr=0.5)
+    with pytest.raises(ConfigError, match="lr"):
+        Trainer(changed, registry, progress=False).run(resume=True)
+
+
+def test_batches_split_processes_without_overlap():
+    world = [batch_indices(50, 4, step=3, micro=0, rank=r, world=2, accum=1, seed=0) for r in (0, 1)]
+    single = batch_indices(50, 8, step=3, micro=0, rank=0, world=1, accum=1, seed=0)
+    assert torch.equal(torch.cat(world), single)
+    assert not set(world[0].tolist()) & set(world[1].tolist())
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_training_matches_one_process(tiny_annotations, tiny_bins, registry, tmp_path):
+    """2 CPU processes with batch 4 each must compute what 1 process with batch 8 does."""
+    config = tmp_path / "tiny.yaml"
+    cfg = tiny_train_config(tiny_annotations, tiny_bins, tmp_path / "two", steps=3, batch_size=4, save_every=0)
+    import yaml
+
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "miro_cli.main", "train", "--config", str(config), "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = tiny_train_config(tiny_annotations, tiny_bins, tmp_path / "one", steps=3, batch_size=8, save_every=0)
+    Trainer(one, registry, progress=False).run()
+    a, b = weights(tmp_path / "two"), weights(tmp_path / "one")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=2e-5), f"{key} differs between 2 processes and 1"
+
+
+def test_pipeline_from_pretrained_and_errors(tiny_run: Path, registry):
+    pipe = MiroPipeline.from_pretrained(tiny_run, registry=registry)
+    assert pipe.reward_keys == ["shapes-alignment", "shapes-aesthetic", "shapes-sharpness"]
+    images = pipe(
+        "a red circle",
+        num_images_per_prompt=2,
+        reward_targets={"shapes-aesthetic": 1.0},
+        negative_reward_targets={"shapes-aesthetic": 0.0},
+        guidance_scale=2.0,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert len(images) == 2 and images[0].size == (32, 32) and images[0].mode == "RGB"
+    with pytest.raises(ConfigError, match="unknown reward key"):
+        pipe("a red circle", reward_targets={"hpsv2": 1.0}, num_inference_steps=2)
+    with pytest.raises(ConfigError, match="outside"):
+        pipe("a red circle", reward_targets={"shapes-aesthetic": 3.0}, num_inference_steps=2)
+
+
+def test_targets_change_the_samples(tiny_run: Path, registry):
+    pipe = MiroPipeline.from_pretrained(tiny_run, registry=registry)
+    outputs = [
+        pipe("a blue square", reward_targets={k: v for k in pipe.reward_keys}, guidance_scale=3.0,
+             num_inference_steps=4, generator=torch.Generator().manual_seed(1), output_type="pt")
+        for v in (0.0, 1.0)
+    ]
+    assert not torch.allclose(outputs[0], outputs[1])
+
+
+def test_cli_sample_and_unknown_key(tiny_run: Path, tmp_path: Path):
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["sample", str(tiny_run), "--prompt", "a red circle", "--prompt", "two green squares", "--n", "2",
+         "--steps", "3", "--sampler", "heun", "--reward", "shapes-sharpness=0.8",
+         "--negative-reward", "shapes-sharpness=0.1", "--out", str(tmp_path / "s")],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "s").glob("0*.png"))) == 4 and (tmp_path / "s" / "grid.png").exists()
+    bad = runner.invoke(app, ["sample", str(tiny_run), "--prompt", "x", "--reward", "nope=1", "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "unknown reward key(s) in reward_targets: nope" in bad.output
+    missing = runner.invoke(app, ["sample", str(tmp_path / "nothing"), "--prompt", "x", "--out", str(tmp_path)])
+    assert missing.exit_code == 1 and "not a miro run folder" in missing.output
+
+
+def test_baseline_without_rewards(tiny_shapes: Path, registry, tmp_path: Path):
+    out = tmp_path / "baseline"
+    Trainer(tiny_train_config(tiny_shapes, None, out, steps=2), registry, progress=False).run()
+    pipe = MiroPipeline.from_pretrained(out, registry=registry)
+    assert pipe.reward_keys == []
+    assert len(pipe("a circle", strategy="cfg", num_inference_steps=2)) == 1
+    with pytest.raises(ConfigError, match="trained without rewards"):
+        pipe("a circle", reward_targets={"shapes-aesthetic": 1.0})
+
+
+def test_cli_train_subset_of_rewards(tiny_annotations: Path, tiny_bins: Path, tmp_path: Path):
+    import yaml
+
+    cfg = tiny_train_config(tiny_annotations, tiny_bins, tmp_path / "x", steps=2)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    result = CliRunner().invoke(
+        app, ["train", "--config", str(config), "--rewards", "shapes-aesthetic", "--out", str(tmp_path / "spec"),
+              "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "spec" / "config.json").read_text())["reward_keys"] == ["shapes-aesthetic"]
+    bad = CliRunner().invoke(app, ["train", "--config", str(config), "--rewards", "zzz", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 1 and "zzz" in bad.output
