@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from miro_cli.common import echo, registry, split_names, user_errors
+from miro_cli.common import echo, registry, split_names, table_console, user_errors
 
 bins_app = typer.Typer(help="Fit and inspect reward bins.", no_args_is_help=True)
 
@@ -53,7 +53,6 @@ def fit(
 @user_errors
 def show(path: str = typer.Argument(..., help="Bins JSON file.")) -> None:
     """Print each reward's statistics, edges and level histogram."""
-    from rich.console import Console
     from rich.table import Table
 
     from miro_core.bins import BinsFile
@@ -75,7 +74,7 @@ def show(path: str = typer.Argument(..., help="Bins JSON file.")) -> None:
             str(stats.get("distinct_levels", "")),
             sparkline(counts),
         )
-    Console().print(table)
+    table_console().print(table)
 
 
 def sparkline(counts: list[int], width: int = 32) -> str:

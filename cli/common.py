@@ -70,6 +70,11 @@ def split_names(text: str | None) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
+def table_console() -> Console:
+    """A stdout console for tables; wide when piped, so names are never cut in files and tests."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 def echo(message: str) -> None:
     """Print a normal result line to stdout (kept separate from progress on stderr)."""
     sys.stdout.write(message + "\n")

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from miro_cli.common import echo, registry
+from miro_cli.common import echo, registry, table_console
 
 
 def attach(app: typer.Typer) -> None:
@@ -22,7 +22,6 @@ def plugins(
     if as_json:
         echo(json.dumps(entries, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="miro plugins")
@@ -33,4 +32,4 @@ def plugins(
         hooks = ", ".join(h.removeprefix("register_") for h in e["hooks"])
         error = f"[red]{e['error']}[/]" if e["error"] else ""
         table.add_row(e["name"], e["distribution"], e["version"], hooks, provides, error)
-    Console().print(table)
+    table_console().print(table)

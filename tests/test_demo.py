@@ -1,0 +1,36 @@
+"""End to end: the demo pipeline on a tiny shapes world writes its grid and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from miro_core.demo import DEMO_REWARDS, run_demo
+
+from .conftest import tiny_train_config
+
+
+@pytest.mark.slow
+def test_tiny_demo_writes_grid_and_report(registry, tmp_path: Path):
+    config = tmp_path / "tiny.yaml"
+    cfg = tiny_train_config(tmp_path, tmp_path, tmp_path, steps=6, save_every=3).model_dump(mode="json")
+    for key in ("data", "bins", "out", "no_rewards"):
+        cfg.pop(key)
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "demo"
+    report = run_demo(out, registry, samples=200, config=config, images_per_prompt=2, steps=3, log=lambda _: None)
+    assert (out / "grid.png").exists() and (out / "report.md").exists()
+    stored = json.loads((out / "report.json").read_text())
+    assert stored == json.loads(json.dumps(report))
+    assert set(stored["rewards"]) == set(DEMO_REWARDS)
+    for values in stored["rewards"].values():
+        assert set(values) == {"high", "low"} and all(0.0 <= v <= 1.0 for v in values.values())
+    assert set(stored["seconds"]) == {"data", "annotate", "bins", "train", "sample", "score"}
+    assert stored["train_steps"] == 6
+    assert "| shapes-sharpness |" in (out / "report.md").read_text()
+    # a second run reuses every finished stage
+    again = run_demo(out, registry, samples=200, config=config, images_per_prompt=2, steps=3, log=lambda _: None)
+    assert again["train_steps"] == 6 and again["seconds"]["train"] < stored["seconds"]["train"] + 5
