@@ -22,6 +22,35 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def bare_loop_rate(model, optimizer, data, batch_size: int, warmup: int, steps: int) -> float:
+    """Steps/s of a minRF-style loop: sample, interpolate, predict, MSE, backward, step."""
+    import torch
+
+    from miro_core.flow import interpolate, per_sample_mse, sample_time, velocity_target
+
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        idx = torch.randint(0, len(data), (batch_size,), generator=generator)
+        x0 = data.x0(idx)
+        noise = torch.randn(x0.shape, generator=generator)
+        t = sample_time(batch_size, "logit-normal", generator)
+        caption = data.caption_index[idx]
+        tokens, mask = data.text_tokens[caption].float(), data.text_mask[caption]
+        v = model(interpolate(x0, noise, t), t, tokens, mask, data.levels[idx])
+        loss = per_sample_mse(v, velocity_target(x0, noise)).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
@@ -36,7 +65,6 @@ def main() -> None:
 
     from miro_core.annotate import AnnotateConfig, Annotator
     from miro_core.bins import fit_bins
-    from miro_core.flow import interpolate, per_sample_mse, sample_time, velocity_target
     from miro_core.plugins import get_registry
     from miro_core.shapes.dataset import write_shapes_dataset
     from miro_core.train import TrainConfig, Trainer, make_optimizer
@@ -67,34 +95,13 @@ def main() -> None:
         framework_rates.append(args.steps / (full.seconds - warm.seconds * 1.0))
 
         # Bare loop on the same model and data.
-        data = full.data
         from miro_core.model import ModelSpec, build_model
 
         spec = ModelSpec(**json.loads((Path(full.run_dir) / "config.json").read_text())["model"])
         torch.manual_seed(0)
         model = build_model(spec, registry)
         optimizer = make_optimizer(config("unused", 1), model)
-        generator = torch.Generator().manual_seed(0)
-
-        def bare_step() -> None:
-            idx = torch.randint(0, len(data), (args.batch_size,), generator=generator)
-            x0 = data.x0(idx)
-            noise = torch.randn(x0.shape, generator=generator)
-            t = sample_time(args.batch_size, "logit-normal", generator)
-            caption = data.caption_index[idx]
-            v = model(interpolate(x0, noise, t), t, data.text_tokens[caption].float(), data.text_mask[caption],
-                      data.levels[idx])
-            loss = per_sample_mse(v, velocity_target(x0, noise)).mean()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        for _ in range(args.warmup):
-            bare_step()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            bare_step()
-        bare_rates.append(args.steps / (time.perf_counter() - start))
+        bare_rates.append(bare_loop_rate(model, optimizer, full.data, args.batch_size, args.warmup, args.steps))
 
     framework, bare = max(framework_rates), max(bare_rates)
     report = {

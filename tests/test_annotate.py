@@ -170,9 +170,26 @@ def test_resume_after_kill_9_gives_exactly_one_row_per_sample(tiny_shapes: Path,
 def test_two_accelerate_processes_split_shards_without_overlap(tiny_shapes: Path, tmp_path: Path):
     out = tmp_path / "dist"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "miro_cli.main", "annotate", str(tiny_shapes), "--rewards", "shapes-sharpness", "--out", str(out),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "miro_cli.main",
+        "annotate",
+        str(tiny_shapes),
+        "--rewards",
+        "shapes-sharpness",
+        "--out",
+        str(out),
     ]
     env = {**os.environ, "MIRO_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)

@@ -35,12 +35,16 @@ def test_plugins_table():
 
 
 def test_data_shapes_writes_shards_and_index(tmp_path: Path):
-    result = runner.invoke(app, ["data", "shapes", "--n", "30", "--samples-per-shard", "12", "--out", str(tmp_path / "d")])
+    result = runner.invoke(
+        app, ["data", "shapes", "--n", "30", "--samples-per-shard", "12", "--out", str(tmp_path / "d")]
+    )
     assert result.exit_code == 0, result.output
     index = json.loads((tmp_path / "d" / "index.json").read_text())
     assert [s["samples"] for s in index["shards"]] == [12, 12, 6]
     assert len(list((tmp_path / "d").glob("*.tar"))) == 3
-    again = runner.invoke(app, ["data", "shapes", "--n", "30", "--samples-per-shard", "12", "--out", str(tmp_path / "e")])
+    again = runner.invoke(
+        app, ["data", "shapes", "--n", "30", "--samples-per-shard", "12", "--out", str(tmp_path / "e")]
+    )
     assert again.exit_code == 0
     assert (tmp_path / "d" / "shard-000000.tar").read_bytes() == (tmp_path / "e" / "shard-000000.tar").read_bytes()
 
@@ -51,7 +55,9 @@ def test_bins_fit_and_show(tiny_annotations: Path, tmp_path: Path):
     assert result.exit_code == 0, result.output
     payload = json.loads(out.read_text())
     assert payload["num_bins"] == 8 and set(payload["rewards"]) == {
-        "shapes-alignment", "shapes-aesthetic", "shapes-sharpness"
+        "shapes-alignment",
+        "shapes-aesthetic",
+        "shapes-sharpness",
     }
     assert len(payload["rewards"]["shapes-sharpness"]["edges"]) == 8
     assert sum(payload["rewards"]["shapes-sharpness"]["stats"]["level_counts"]) == 240
@@ -65,12 +71,27 @@ def test_bins_fit_and_show(tiny_annotations: Path, tmp_path: Path):
 
 def test_clear_errors(tmp_path: Path, tiny_shapes: Path):
     cases = [
-        (["annotate", str(tmp_path / "missing"), "--rewards", "shapes-sharpness", "--out", str(tmp_path / "o")],
-         "does not exist"),
-        (["annotate", str(tiny_shapes), "--rewards", "no-such-reward", "--out", str(tmp_path / "o")],
-         "unknown reward 'no-such-reward'"),
-        (["annotate", str(tiny_shapes), "--rewards", "shapes-sharpness", "--out", str(tmp_path / "o"),
-          "--reward-option", "shapes-sharpness.bogus=1"], "bogus"),
+        (
+            ["annotate", str(tmp_path / "missing"), "--rewards", "shapes-sharpness", "--out", str(tmp_path / "o")],
+            "does not exist",
+        ),
+        (
+            ["annotate", str(tiny_shapes), "--rewards", "no-such-reward", "--out", str(tmp_path / "o")],
+            "unknown reward 'no-such-reward'",
+        ),
+        (
+            [
+                "annotate",
+                str(tiny_shapes),
+                "--rewards",
+                "shapes-sharpness",
+                "--out",
+                str(tmp_path / "o"),
+                "--reward-option",
+                "shapes-sharpness.bogus=1",
+            ],
+            "bogus",
+        ),
         (["bins", "fit", str(tmp_path), "--out", str(tmp_path / "b.json")], "no annotation tables"),
         (["bins", "show", str(tmp_path / "nope.json")], "does not exist"),
         (["train", "--data", str(tiny_shapes), "--out", str(tmp_path / "r")], "no bins file"),

@@ -100,7 +100,9 @@ def test_registering_a_non_component_fails_the_plugin():
     def register_rewards(register):
         register(object)
 
-    reg = build_registry(load_entry_points=False, extra_plugins=[("bad", plugin_module("bad", register_rewards=register_rewards))])
+    reg = build_registry(
+        load_entry_points=False, extra_plugins=[("bad", plugin_module("bad", register_rewards=register_rewards))]
+    )
     assert "not a subclass" in next(p for p in reg.plugins if p.name == "bad").error
 
 

@@ -59,8 +59,18 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (source / "miro_brightness_plugin.py").write_text(textwrap.dedent(PLUGIN_MODULE))
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )

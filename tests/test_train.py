@@ -39,7 +39,10 @@ def test_run_folder_layout(tiny_run: Path):
     assert config["model"]["backbone"] == "hybrid" and config["model"]["backbone_options"]["size"] == "tiny"
     checkpoint = tiny_run / json.loads((tiny_run / "latest.json").read_text())["path"]
     assert {p.name for p in checkpoint.iterdir()} == {
-        "model.safetensors", "model_ema.safetensors", "optimizer.pt", "trainer_state.json"
+        "model.safetensors",
+        "model_ema.safetensors",
+        "optimizer.pt",
+        "trainer_state.json",
     }
     assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 6
     assert len(list((tiny_run / "checkpoints").glob("step-*"))) == 2, "older checkpoints are pruned"
@@ -87,9 +90,24 @@ def test_two_process_accelerate_training_matches_one_process(tiny_annotations, t
 
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "miro_cli.main", "train", "--config", str(config), "--quiet",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "miro_cli.main",
+        "train",
+        "--config",
+        str(config),
+        "--quiet",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -124,8 +142,14 @@ def test_pipeline_from_pretrained_and_errors(tiny_run: Path, registry):
 def test_targets_change_the_samples(tiny_run: Path, registry):
     pipe = MiroPipeline.from_pretrained(tiny_run, registry=registry)
     outputs = [
-        pipe("a blue square", reward_targets={k: v for k in pipe.reward_keys}, guidance_scale=3.0,
-             num_inference_steps=4, generator=torch.Generator().manual_seed(1), output_type="pt")
+        pipe(
+            "a blue square",
+            reward_targets={k: v for k in pipe.reward_keys},
+            guidance_scale=3.0,
+            num_inference_steps=4,
+            generator=torch.Generator().manual_seed(1),
+            output_type="pt",
+        )
         for v in (0.0, 1.0)
     ]
     assert not torch.allclose(outputs[0], outputs[1])
@@ -135,9 +159,26 @@ def test_cli_sample_and_unknown_key(tiny_run: Path, tmp_path: Path):
     runner = CliRunner()
     result = runner.invoke(
         app,
-        ["sample", str(tiny_run), "--prompt", "a red circle", "--prompt", "two green squares", "--n", "2",
-         "--steps", "3", "--sampler", "heun", "--reward", "shapes-sharpness=0.8",
-         "--negative-reward", "shapes-sharpness=0.1", "--out", str(tmp_path / "s")],
+        [
+            "sample",
+            str(tiny_run),
+            "--prompt",
+            "a red circle",
+            "--prompt",
+            "two green squares",
+            "--n",
+            "2",
+            "--steps",
+            "3",
+            "--sampler",
+            "heun",
+            "--reward",
+            "shapes-sharpness=0.8",
+            "--negative-reward",
+            "shapes-sharpness=0.1",
+            "--out",
+            str(tmp_path / "s"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "s").glob("0*.png"))) == 4 and (tmp_path / "s" / "grid.png").exists()
@@ -164,8 +205,8 @@ def test_cli_train_subset_of_rewards(tiny_annotations: Path, tiny_bins: Path, tm
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     result = CliRunner().invoke(
-        app, ["train", "--config", str(config), "--rewards", "shapes-aesthetic", "--out", str(tmp_path / "spec"),
-              "--quiet"]
+        app,
+        ["train", "--config", str(config), "--rewards", "shapes-aesthetic", "--out", str(tmp_path / "spec"), "--quiet"],
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "spec" / "config.json").read_text())["reward_keys"] == ["shapes-aesthetic"]
