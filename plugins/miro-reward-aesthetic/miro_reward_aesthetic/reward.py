@@ -47,7 +47,8 @@ class AestheticScore(PaperReward):
     description = "LAION aesthetic predictor on OpenAI CLIP ViT-L/14: rating / 10"
     Options = AestheticOptions
     inputs = frozenset({"image"})
-    peak_memory_mib = 1500.0
+    #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
+    peak_memory_mib = 2100.0
 
     def _load(self, device: str, dtype: Any) -> LoadedAesthetic:
         from miro_reward_common.checkpoints import (

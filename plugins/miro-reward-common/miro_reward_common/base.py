@@ -69,9 +69,7 @@ class PaperReward(RewardModel):
             self.unload()
         self.device = str(device)
         self.dtype = torch_dtype(dtype)
-        with torch.inference_mode(False):
-            model = self._load(self.device, self.dtype)
-        self.model = model
+        self.model = self._load(self.device, self.dtype)
 
     def unload(self) -> None:
         self.model = None

@@ -22,4 +22,5 @@ class PickScore(HFCLIPPreferenceReward):
     version = "1"
     description = "PickScore_v1 (CLIP ViT-H/14): exp(logit_scale)*cosine / 100"
     Options = PickScoreOptions
-    peak_memory_mib = 4400.0
+    #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
+    peak_memory_mib = 4800.0

@@ -21,4 +21,5 @@ class SciScore(HFCLIPPreferenceReward):
     version = "1"
     description = "SciScore (CLIP ViT-H/14): exp(logit_scale)*cosine / 100"
     Options = SciScoreOptions
-    peak_memory_mib = 4400.0
+    #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
+    peak_memory_mib = 4800.0

@@ -149,6 +149,8 @@ def t5_config(cfg: dict[str, Any]) -> Any:
     from transformers import T5Config
 
     fields = {k: v for k, v in cfg.items() if not k.startswith("mm_") and k not in {"model_type", "architectures"}}
+    fields.setdefault("pad_token_id", 0)
+    fields.setdefault("decoder_start_token_id", fields["pad_token_id"])  # T5 starts decoding from <pad>
     return T5Config(**fields)
 
 
@@ -159,7 +161,9 @@ class VQAScore(PaperReward):
     version = "1"
     description = "VQAScore (CLIP-FlanT5-XXL): P(Yes | image, question)"
     Options = VQAScoreOptions
-    peak_memory_mib = 45500.0
+    #: Peak process memory in float32 at real size: 43.2 GiB of weights (11.33B parameters) plus activations;
+    #: about half in bfloat16. Measured on the XL sibling, computed for XXL (docs/rewards.md).
+    peak_memory_mib = 45000.0
 
     def _load(self, device: str, dtype: Any) -> LoadedVQA:
         from miro_reward_common.checkpoints import (
