@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import typer
 
-from miro_cli import annotate_cmd, backbones_cmd, bins_cmd, data_cmd, demo_cmd, plugins_cmd, sample_cmd, train_cmd
+from miro_cli import (
+    annotate_cmd,
+    backbones_cmd,
+    bins_cmd,
+    data_cmd,
+    demo_cmd,
+    eval_cmd,
+    plugins_cmd,
+    sample_cmd,
+    serve_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="miro",
@@ -31,7 +42,9 @@ annotate_cmd.attach(app)
 bins_cmd.attach(app)
 train_cmd.attach(app)
 sample_cmd.attach(app)
+eval_cmd.attach(app)
 demo_cmd.attach(app)
+serve_cmd.attach(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -7,10 +7,16 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images
 from miro_reward_common.checkpoints import CheckpointError
-from test_pickscore import tiny_clip
-from test_preprocessing import reference_openai
+from reward_helpers import (
+    CAPTIONS,
+    assert_close_lists,
+    check_common,
+    check_unload,
+    odd_images,
+    reference_openai,
+    tiny_clip,
+)
 
 from miro_core.errors import MissingWeightsError
 

@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images
 from miro_reward_common.checkpoints import CheckpointError
-from test_preprocessing import reference_letterbox
+from reward_helpers import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, reference_letterbox
 
 from miro_core.errors import MissingWeightsError
 

@@ -8,9 +8,16 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, write_bert_tokenizer
 from miro_reward_common.checkpoints import CheckpointError
-from test_preprocessing import reference_openai
+from reward_helpers import (
+    CAPTIONS,
+    assert_close_lists,
+    check_common,
+    check_unload,
+    odd_images,
+    reference_openai,
+    write_bert_tokenizer,
+)
 
 from miro_core.errors import MissingWeightsError
 

@@ -8,8 +8,15 @@ import math
 
 import pytest
 import torch
-from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, write_xlmr_tokenizer
-from test_preprocessing import reference_openai
+from reward_helpers import (
+    CAPTIONS,
+    assert_close_lists,
+    check_common,
+    check_unload,
+    odd_images,
+    reference_openai,
+    write_xlmr_tokenizer,
+)
 
 from miro_core.errors import ConfigError, MissingWeightsError
 

@@ -6,40 +6,18 @@ import math
 
 import pytest
 import torch
-from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, write_clip_processor
 from PIL import Image
+from reward_helpers import (
+    CAPTIONS,
+    assert_close_lists,
+    check_common,
+    check_unload,
+    odd_images,
+    tiny_clip,
+    write_clip_processor,
+)
 
 from miro_core.errors import MissingWeightsError
-
-
-def tiny_clip(folder, projection_dim: int = 16, logit_scale: float = 2.3):
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": 49408,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 77,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=projection_dim,
-    )
-    model = CLIPModel(config)
-    with torch.no_grad():
-        model.logit_scale.fill_(logit_scale)
-    model.save_pretrained(str(folder))
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import odd_images
 from miro_reward_common import images as ip
 from PIL import Image
+from reward_helpers import odd_images, reference_letterbox, reference_openai
 
 MEAN = torch.tensor(ip.OPENAI_CLIP_MEAN).view(3, 1, 1)
 STD = torch.tensor(ip.OPENAI_CLIP_STD).view(3, 1, 1)
@@ -17,9 +17,8 @@ def test_to_8bit_rounds_deep_images():
     deep = np.array([[0, 128, 129, 257, 385, 65535]], dtype=np.uint16)
     out = ip.to_8bit(Image.fromarray(deep))
     assert out.mode == "L"
-    assert np.asarray(out).tolist() == [
-        [0, 0, 1, 1, 1, 255]
-    ]  # round(v / 257): 128 -> 0.498, 129 -> 0.502, 385 -> 1.498
+    # round(v / 257): 128 -> 0.498, 129 -> 0.502, 385 -> 1.498
+    assert np.asarray(out).tolist() == [[0, 0, 1, 1, 1, 255]]
     floats = np.array([[0.0, 0.5, 0.998, 1.0]], dtype=np.float32)
     assert np.asarray(ip.to_8bit(Image.fromarray(floats, "F"))).tolist() == [[0, 128, 254, 255]]
     wide = np.array([[0.0, 127.4, 300.0]], dtype=np.float32)
@@ -28,21 +27,6 @@ def test_to_8bit_rounds_deep_images():
     assert np.asarray(ip.to_8bit(ints)).tolist() == [[0, 4, 255]]
     rgb = Image.new("RGB", (3, 2), (1, 2, 3))
     assert ip.to_8bit(rgb) is rgb
-
-
-def reference_openai(image: Image.Image, size: int) -> torch.Tensor:
-    """The OpenAI clip / ImageReward transform, built from torchvision exactly as the references do."""
-    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
-
-    return Compose(
-        [
-            Resize(size, interpolation=InterpolationMode.BICUBIC),
-            CenterCrop(size),
-            lambda im: im.convert("RGB"),
-            ToTensor(),
-            Normalize(ip.OPENAI_CLIP_MEAN, ip.OPENAI_CLIP_STD),
-        ]
-    )(image)
 
 
 @pytest.mark.parametrize("size", [16, 20, 23])
@@ -79,20 +63,6 @@ def test_hf_clip_path_matches_transformers_pil_processor(size, crop):
         ours = ip.normalize([ip.hf_clip_pixels(image, size, crop)], ip.OPENAI_CLIP_MEAN, ip.OPENAI_CLIP_STD)[0]
         theirs = proc(images=[image], return_tensors="pt")["pixel_values"][0]
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
-
-
-def reference_letterbox(image: Image.Image, size: int) -> torch.Tensor:
-    """Independent HPSv2 input: to [0, 1], torch bicubic with antialiasing, centred in zeros, normalised."""
-    x = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float() / 255.0
-    h, w = x.shape[1:]
-    scale = size / max(h, w)
-    nh, nw = (round(h * scale), round(w * scale)) if scale != 1 else (h, w)
-    if (nh, nw) != (h, w):
-        x = torch.nn.functional.interpolate(x[None], (nh, nw), mode="bicubic", antialias=True, align_corners=False)[0]
-    top, left = (size - nh) // 2, (size - nw) // 2
-    canvas = torch.zeros(3, size, size)
-    canvas[:, top : top + nh, left : left + nw] = x
-    return (canvas - MEAN) / STD
 
 
 @pytest.mark.parametrize("shape", [(23, 37), (41, 19), (24, 10), (10, 24), (24, 24), (7, 5)])

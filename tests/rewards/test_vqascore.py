@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
-from conftest import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, write_t5_tokenizer
 from miro_reward_common.checkpoints import CheckpointError
 from PIL import Image
+from reward_helpers import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, write_t5_tokenizer
 
 from miro_core.errors import MissingWeightsError
 

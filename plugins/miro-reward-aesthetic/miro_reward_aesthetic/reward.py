@@ -48,7 +48,7 @@ class AestheticScore(PaperReward):
     Options = AestheticOptions
     inputs = frozenset({"image"})
     #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 2100.0
+    peak_memory_mib = 2300.0
 
     def _load(self, device: str, dtype: Any) -> LoadedAesthetic:
         from miro_reward_common.checkpoints import (

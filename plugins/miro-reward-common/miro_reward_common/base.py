@@ -63,8 +63,6 @@ class PaperReward(RewardModel):
 
     # -- life cycle -------------------------------------------------------------------------------
     def load(self, device: str = "cpu", dtype: str = "float32") -> None:
-        import torch
-
         if self.model is not None:
             self.unload()
         self.device = str(device)

@@ -57,15 +57,13 @@ def cached_snapshot(repo_id: str) -> Path | None:
 
 
 def _placement_hint(repo_id: str | None, files: Iterable[str]) -> str:
-    listed = ", ".join(files)
-    where = (
+    if not repo_id:
+        return "put them in a local folder and pass that folder"
+    return (
         f"put them in a local folder and pass that folder, or place the repo {repo_id!r} in the Hugging Face "
-        f"cache ({hf_cache_dir()}), e.g. on a machine with internet: "
-        f"`huggingface-cli download {repo_id} {listed}` and copy the cache over"
-        if repo_id
-        else "put them in a local folder and pass that folder"
+        f"cache ({hf_cache_dir()}): on a machine with internet run `huggingface-cli download {repo_id}` "
+        f"(at least {', '.join(files)}) and copy the cache over"
     )
-    return where
 
 
 def resolve_folder(
@@ -284,7 +282,9 @@ def hf_from_pretrained(
     from transformers.utils import logging as hf_logging
 
     previous = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         model, info = cls.from_pretrained(
             str(folder),
@@ -297,6 +297,8 @@ def hf_from_pretrained(
         raise CheckpointError(f"{reward}: {folder} does not match the architecture: {err}") from None
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
     check_loading_info(
         info, reward=reward, source=folder, ignore_unexpected=ignore_unexpected, ignore_missing=ignore_missing
     )

@@ -74,7 +74,7 @@ class HPSv2(PaperReward):
     description = "HPSv2.1 (open_clip ViT-H-14): cosine, letterboxed 224 input"
     Options = HPSv2Options
     #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 4750.0
+    peak_memory_mib = 4800.0
 
     def _load(self, device: str, dtype: Any) -> LoadedHPS:
         from miro_reward_common.checkpoints import read_state_dict, resolve_file, strict_load

@@ -155,7 +155,7 @@ class ImageReward(PaperReward):
     description = "ImageReward-v1.0 (BLIP ViT-L/16 + BERT): (r + 2) / 4"
     Options = ImageRewardOptions
     #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 2700.0
+    peak_memory_mib = 2800.0
 
     def _load(self, device: str, dtype: Any) -> LoadedImageReward:
         from miro_reward_common.checkpoints import (

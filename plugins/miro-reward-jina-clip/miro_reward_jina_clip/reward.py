@@ -71,7 +71,7 @@ class JinaCLIPScore(PaperReward):
     description = "jina-clip-v2 logits_per_image diagonal / 100 (needs trust_remote_code)"
     Options = JinaCLIPOptions
     #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 4550.0
+    peak_memory_mib = 4900.0
 
     def _load(self, device: str, dtype: Any) -> LoadedJina:
         from miro_reward_common.checkpoints import HF_WEIGHT_FILES, hf_from_pretrained, read_json, resolve_folder

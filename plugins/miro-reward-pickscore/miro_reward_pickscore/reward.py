@@ -23,4 +23,4 @@ class PickScore(HFCLIPPreferenceReward):
     description = "PickScore_v1 (CLIP ViT-H/14): exp(logit_scale)*cosine / 100"
     Options = PickScoreOptions
     #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 4800.0
+    peak_memory_mib = 4900.0

@@ -22,4 +22,4 @@ class SciScore(HFCLIPPreferenceReward):
     description = "SciScore (CLIP ViT-H/14): exp(logit_scale)*cosine / 100"
     Options = SciScoreOptions
     #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 4800.0
+    peak_memory_mib = 4900.0

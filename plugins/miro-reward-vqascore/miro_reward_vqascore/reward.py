@@ -161,7 +161,7 @@ class VQAScore(PaperReward):
     version = "1"
     description = "VQAScore (CLIP-FlanT5-XXL): P(Yes | image, question)"
     Options = VQAScoreOptions
-    #: Peak process memory in float32 at real size: 43.2 GiB of weights (11.33B parameters) plus activations;
+    #: Peak process memory in float32 at real size: 42.2 GiB of weights (11.33B parameters) plus activations;
     #: about half in bfloat16. Measured on the XL sibling, computed for XXL (docs/rewards.md).
     peak_memory_mib = 45000.0
 
