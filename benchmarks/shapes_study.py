@@ -67,12 +67,14 @@ class Settings:
     minutes_per_run: float = 7.0
     steps: int | None = None
     calibration_seconds: float = 30.0
+    #: torch CPU threads (None: torch's default, one per core); 1 is much faster on a machine busy with other jobs
+    threads: int | None = None
     checkpoints: int = 32
     sample_steps: int = 20
     guidance: float | None = None
-    batch_size: int = 128
+    batch_size: int = 32
     convergence_per_category: int = 4
-    convergence_images: int = 1
+    convergence_images: int = 2
     best_of: int = 32
     miro_best_of: int = 8
     best_of_per_category: int = 2
@@ -80,7 +82,7 @@ class Settings:
     control_per_category: int = 2
     control_images: int = 1
     bench_per_category: int = 8
-    bench_images: int = 2
+    bench_images: int = 4
 
 
 def quick_settings(base: Settings) -> Settings:
@@ -95,9 +97,9 @@ def quick_settings(base: Settings) -> Settings:
             "backbone": "hybrid-tiny",
             "minutes_per_run": 0.1,
             "calibration_seconds": 3.0,
+            "threads": 1,
             "checkpoints": 4,
             "sample_steps": 4,
-            "batch_size": 64,
             "convergence_per_category": 1,
             "best_of": 4,
             "miro_best_of": 2,
@@ -106,6 +108,7 @@ def quick_settings(base: Settings) -> Settings:
             "control_per_category": 1,
             "bench_per_category": 1,
             "bench_images": 1,
+            "convergence_images": 1,
         }
     )
 
@@ -254,14 +257,17 @@ class Study:
         cfg = self.train_config(name, steps=steps, save_every=every, keep_checkpoints=10_000)
         run = Path(cfg.out)
         checkpoint = latest_checkpoint(run) if (run / "latest.json").exists() else None
-        done = checkpoint is not None and json.loads((checkpoint / "trainer_state.json").read_text())["step"] >= steps
+        first = json.loads((checkpoint / "trainer_state.json").read_text())["step"] if checkpoint else 0
+        done = first >= steps
         start = time.perf_counter()
+        rate = None
         if not done:
             trainer = Trainer(cfg, self.registry, progress=not self.s.quick)
             trainer.run(resume=(run / "config.json").exists())
+            rate = (trainer.steps_done - first) / trainer.seconds if trainer.seconds > 0 else None
         wall = time.perf_counter() - start
         self.training[name] = {"steps": steps, "save_every": every, "seconds": wall, "reused": done,
-                               "steps_per_second": steps / wall if not done and wall > 0 else None}
+                               "steps_per_second": rate}
         if keep_milestones:
             self.prune_checkpoints(run, steps, every)
         return run
@@ -333,10 +339,13 @@ class Study:
         base, miro = curves["baseline"], curves["miro"]
         for metric in (*REWARDS, COMPOSITIONAL):
             target = base[metric][-1]
-            reach, lower = steps_to_reach(miro["steps"], miro[metric], target)
+            # A baseline that never rose above its first checkpoint gives no score worth reaching.
+            improved = len(base[metric]) > 1 and target > min(base[metric][:-1])
+            reach, lower = steps_to_reach(miro["steps"], miro[metric], target) if improved else (None, False)
             speedup[metric] = {
                 "baseline_final": target,
                 "baseline_steps": base["steps"][-1],
+                "baseline_improved": improved,
                 "miro_final": miro[metric][-1],
                 "miro_steps_to_reach": reach,
                 "ratio": base["steps"][-1] / reach if reach else None,
@@ -411,6 +420,17 @@ class Study:
 
     # -- everything -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        import torch
+
+        threads = torch.get_num_threads()
+        if self.s.threads:
+            torch.set_num_threads(self.s.threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         self.timed("data", self.prepare_data)
         steps = self.timed("calibration", self.calibrate)
@@ -425,12 +445,21 @@ class Study:
         self.results["training"] = self.training
         self.results["calibration"] = self.calibration
         self.results["settings"] = asdict(self.s)
+        self.results["guidance"] = self.guidance_used()
         self.results["machine"] = machine_info()
         self.timed("report", self.write_report)
         self.results["seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
         self.results["seconds"]["total"] = round(self.elapsed(), 1)
         self.write_tables()
         return self.results
+
+    def guidance_used(self) -> float:
+        from miro_core.config import read_yaml
+        from miro_core.train import TrainConfig
+
+        if self.s.guidance is not None:
+            return self.s.guidance
+        return float(read_yaml(self.s.config).get("guidance_scale", TrainConfig.model_fields["guidance_scale"].default))
 
     def write_report(self) -> None:
         self.docs.mkdir(parents=True, exist_ok=True)
@@ -444,10 +473,9 @@ class Study:
         from miro_core.evaluation import write_json
 
         write_json(self.docs / "study.json", self.results)
-        markdown = render_tables(self.results)
-        _write_text(self.docs / "summary.md", "# Shapes-world study: measured tables\n\n" + markdown)
+        _write_text(self.docs / "summary.md", "# Shapes-world study: measured tables\n\n" + render_tables(self.results))
         if self.s.results_md:
-            update_results_md(Path(self.s.results_md), markdown, self.docs)
+            update_results_md(Path(self.s.results_md), self.results, self.docs)
 
 
 def machine_info() -> dict[str, Any]:
@@ -567,7 +595,8 @@ def _f(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def render_tables(results: dict[str, Any]) -> str:
+def render_tables(results: dict[str, Any], images: str = "") -> str:
+    """Every table of the study in markdown; plots are linked as ``{images}NAME.png``."""
     conv, best, control, comp = (results[k] for k in ("convergence", "best_of_n", "control", "compositional"))
     settings, training = results["settings"], results["training"]
     lines: list[str] = []
@@ -576,7 +605,7 @@ def render_tables(results: dict[str, Any]) -> str:
         f"Every model: {steps} training steps ({results['calibration']['source']}), recipe `"
         f"{Path(settings['config']).name}`" + (f", backbone {settings['backbone']}" if settings["backbone"] else "")
         + f"; {settings['samples']} shapes-world samples; sampling: {settings['sample_steps']} Euler steps, guidance "
-        f"w = {settings['guidance'] if settings['guidance'] is not None else 'the recipe default'}.",
+        f"w = {results['guidance']:g}.",
         "",
         "### Convergence",
         "",
@@ -591,10 +620,13 @@ def render_tables(results: dict[str, Any]) -> str:
         reach = entry["miro_steps_to_reach"]
         ratio = entry["ratio"]
         bound = "<= " if entry["ratio_is_lower_bound"] else ""
+        if not entry["baseline_improved"]:
+            reached = "- (the baseline did not improve)"
+        else:
+            reached = bound + str(round(reach)) if reach is not None else "not reached"
         lines.append(
             f"| {SHORT.get(metric, metric)} | {_f(entry['baseline_final'])} | {_f(entry['miro_final'])} | "
-            f"{bound + str(round(reach)) if reach is not None else 'not reached'} | {entry['baseline_steps']} | "
-            f"{('>= ' if bound else '') + f'{ratio:.1f}x' if ratio else '-'} |"
+            f"{reached} | {entry['baseline_steps']} | {('>= ' if bound else '') + f'{ratio:.1f}x' if ratio else '-'} |"
         )
     lines += ["", "| step | " + " | ".join(f"baseline {SHORT.get(m, m)}" for m in (*REWARDS, COMPOSITIONAL))
               + " | " + " | ".join(f"MIRO {SHORT.get(m, m)}" for m in (*REWARDS, COMPOSITIONAL)) + " |",
@@ -606,7 +638,7 @@ def render_tables(results: dict[str, Any]) -> str:
             i = curve["steps"].index(step) if step in curve["steps"] else None
             cells += [_f(curve[m][i]) if i is not None else "-" for m in (*REWARDS, COMPOSITIONAL)]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines += ["", "![convergence](results/convergence.png)", "", "### Best-of-N", "",
+    lines += ["", "![convergence](" + images + "convergence.png)", "", "### Best-of-N", "",
               f"{best['prompts']} prompts; the baseline draws {settings['best_of']} samples per prompt and MIRO "
               f"{settings['miro_best_of']}; for each N the sample with the best score of that reward among the first "
               "N is kept. MIRO N = 1 is the mean over all its samples.", "",
@@ -618,7 +650,7 @@ def render_tables(results: dict[str, Any]) -> str:
         lines.append(f"| {SHORT[reward]} | {_f(best['miro_n1'][reward])} | "
                      + " | ".join(_f(v) for v in best["curves"]["baseline"][reward])
                      + f" | {need if need is not None else '> ' + str(settings['best_of'])} |")
-    lines += ["", "![best-of-N](results/best_of_n.png)", "", "### Control", "",
+    lines += ["", "![best-of-N](" + images + "best_of_n.png)", "", "### Control", "",
               f"{control['prompts']} prompts; one reward's target moves, the others stay at 1 (negative targets 0).",
               "",
               "| target of | reward | " + " | ".join(f"{v:g}" for v in control["values"]) + " | monotone | 1 - 0 |",
@@ -630,7 +662,7 @@ def render_tables(results: dict[str, Any]) -> str:
                          + " | ".join(_f(v) for v in curves[other])
                          + (f" | {'yes' if curves['monotone'] else 'no'} | {curves['range']:+.3f} |" if own
                             else f" | | {curves[other][-1] - curves[other][0]:+.3f} |"))
-    lines += ["", "![control](results/control.png)", "", "### Compositional benchmark", "",
+    lines += ["", "![control](" + images + "control.png)", "", "### Compositional benchmark", "",
               f"{comp['prompts']} prompts x {comp['images_per_prompt']} image(s) per model; an image passes when every "
               "claim of its prompt holds (verifier); overall = mean of the categories. Each model asks for its own "
               "rewards at 1.", ""]
@@ -642,16 +674,17 @@ def render_tables(results: dict[str, Any]) -> str:
         acc = entry["accuracy"]
         lines.append(f"| {name} | " + " | ".join(_f(acc["categories"][c]["accuracy"], 2) for c in categories)
                      + f" | **{_f(acc['overall'])}** | " + " | ".join(_f(entry["rewards"][r]) for r in REWARDS) + " |")
-    lines += ["", "![compositional](results/compositional.png)", "",
+    lines += ["", "![compositional](" + images + "compositional.png)", "",
               "Samples (one row per model; columns: " + "; ".join(comp["grid_prompts"]) + "):", "",
-              "![samples](results/samples.png)", "", "### Cost", "", "| part | seconds | notes |", "|---|---|---|"]
+              "![samples](" + images + "samples.png)", "", "### Cost", "", "| part | seconds | notes |",
+              "|---|---|---|"]
     for part, seconds in results["seconds"].items():
         note = ""
         name = part.removeprefix("train ")
         if part.startswith("train ") and name in training:
             info = training[name]
             rate = info["steps_per_second"]
-            note = f"{info['steps']} steps" + (f", {rate:.2f} steps/s" if rate else ", reused")
+            note = f"{info['steps']} steps" + (f", {rate:.2f} steps/s in the loop" if rate else ", reused")
         lines.append(f"| {part} | {seconds:.0f} | {note} |")
     machine = results["machine"]
     lines += ["", f"Machine: {machine['cpus']} CPUs, {machine['torch_threads']} torch threads, torch "
@@ -666,16 +699,14 @@ def _write_text(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def update_results_md(path: Path, markdown: str, docs: Path) -> None:
+def update_results_md(path: Path, results: dict[str, Any], docs: Path) -> None:
     """Replace the generated block of docs/results.md (between the markers) with the new tables."""
     if not path.exists():
         raise SystemExit(f"{path} does not exist; pass --results-md '' to skip updating it")
     text = path.read_text()
     if BLOCK_BEGIN not in text or BLOCK_END not in text:
         raise SystemExit(f"{path} lacks the markers {BLOCK_BEGIN!r} ... {BLOCK_END!r}")
-    relative = os.path.relpath(docs, path.parent)
-    if relative != "results":
-        markdown = markdown.replace("](results/", f"]({relative}/")
+    markdown = render_tables(results, images=Path(os.path.relpath(docs, path.parent)).as_posix() + "/")
     head, rest = text.split(BLOCK_BEGIN, 1)
     _, tail = rest.split(BLOCK_END, 1)
     _write_text(path, head + BLOCK_BEGIN + "\n" + markdown + "\n" + BLOCK_END + tail)
@@ -707,6 +738,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--bench-per-category", type=int, help="Compositional benchmark prompts per category.")
     parser.add_argument("--bench-images", type=int, help="Images per benchmark prompt.")
     parser.add_argument("--calibration-seconds", type=float)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 with --quick).")
     args = parser.parse_args(argv)
     settings = quick_settings(defaults) if args.quick else defaults
     if args.quick:
@@ -715,7 +747,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         settings.docs = str(Path(args.out or settings.out) / "results") if args.quick else defaults.docs
     for key in ("out", "docs", "minutes_per_run", "steps", "config", "backbone", "samples", "seed", "guidance",
                 "sample_steps", "checkpoints", "best_of", "miro_best_of", "bench_per_category", "bench_images",
-                "calibration_seconds"):
+                "calibration_seconds", "threads"):
         value = getattr(args, key)
         if value is not None:
             setattr(settings, key, value)

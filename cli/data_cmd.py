@@ -23,6 +23,7 @@ def shapes(
     samples_per_shard: int = typer.Option(500, "--samples-per-shard", min=1),
     degraded_fraction: float = typer.Option(0.5, "--degraded-fraction", min=0.0, max=1.0),
     mismatched_fraction: float = typer.Option(0.2, "--mismatched-fraction", min=0.0, max=1.0),
+    max_objects: int = typer.Option(4, "--max-objects", min=1, max=6, help="Most objects in one image."),
 ) -> None:
     """Generate the shapes world: coloured shapes, captions, degradations and mismatched captions."""
     from miro_core.shapes.dataset import write_shapes_dataset
@@ -35,5 +36,6 @@ def shapes(
         samples_per_shard=samples_per_shard,
         degraded_fraction=degraded_fraction,
         mismatched_fraction=mismatched_fraction,
+        max_objects=max_objects,
     )
     echo(f"wrote {summary['samples']} samples in {len(summary['shards'])} shards to {out}")

@@ -631,6 +631,7 @@ def run_eval(cfg: EvalConfig, registry: Any, log: Callable[[str], None] = print)
         if any(p is not None for p in passed):
             metrics[COMPOSITIONAL] = [float("nan") if p is None else float(p) for p in passed]
         summary["best_of_n"] = best_of_n_report(metrics, data, cfg.best_of, best_by)
+        resolved["best_by_used"] = best_by
     summary["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     write_outputs(out, data, scores, passed, summary, resolved)
     return summary

@@ -199,3 +199,36 @@ def test_two_accelerate_processes_split_shards_without_overlap(tiny_shapes: Path
     assert sum(s["samples"] for s in summaries) == 240
     keys = [r["key"] for r in all_rows(out)]
     assert len(keys) == 240 and len(set(keys)) == 240
+
+
+MEASURE_PEAK = """
+import resource, sys
+from miro_core.annotate import AnnotateConfig, Annotator
+from miro_core.plugins import build_registry
+reg = build_registry()
+cfg = AnnotateConfig(data=sys.argv[1], out=sys.argv[2], rewards=["shapes-sharpness"], batch_size=32)
+Annotator(cfg, [reg.rewards.create("shapes-sharpness")]).run()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_peak_memory_stays_flat_as_shards_grow(tmp_path: Path):
+    """Annotating 12 shards must not need more memory than annotating 2 (it streams)."""
+    from miro_core.shapes.dataset import write_shapes_dataset
+
+    script = tmp_path / "peak.py"
+    script.write_text(MEASURE_PEAK)
+    peaks = {}
+    for shards in (2, 12):
+        data = tmp_path / f"d{shards}"
+        write_shapes_dataset(str(data), n=150 * shards, image_size=128, samples_per_shard=150, progress=False)
+        result = subprocess.run(
+            [sys.executable, str(script), str(data), str(tmp_path / f"a{shards}")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        peaks[shards] = int(result.stdout.strip().splitlines()[-1]) / 1024
+    # 10 more shards hold ~50 MB of decoded pixels; streaming keeps the peak within a few MB.
+    assert peaks[12] < peaks[2] + 25, peaks

@@ -174,6 +174,7 @@ def test_cli_eval_on_a_run_then_on_its_images(tiny_run: Path, tmp_path: Path):
     assert bench["overall"] == pytest.approx(np.mean(accuracies))
     best = summary["best_of_n"]
     assert best["sizes"] == [1, 2] and best["best_by"] == "shapes-aesthetic"
+    assert json.loads((out / "config.json").read_text())["best_by_used"] == "shapes-aesthetic"
     by_prompt = [max(r["shapes-aesthetic"] for r in rows if r["prompt_index"] == i) for i in range(6)]
     first = [r["shapes-aesthetic"] for r in rows if r["sample"] == 0]
     assert best["curves"]["shapes-aesthetic"] == pytest.approx([np.mean(first), np.mean(by_prompt)])

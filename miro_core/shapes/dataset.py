@@ -18,6 +18,7 @@ def write_shapes_dataset(
     samples_per_shard: int = 500,
     degraded_fraction: float = 0.5,
     mismatched_fraction: float = 0.2,
+    max_objects: int = 4,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Generate ``n`` samples into ``ceil(n / samples_per_shard)`` shards; returns the index."""
@@ -31,6 +32,7 @@ def write_shapes_dataset(
         image_size=image_size,
         degraded_fraction=degraded_fraction,
         mismatched_fraction=mismatched_fraction,
+        max_objects=max_objects,
     )
     shards: list[dict[str, Any]] = []
     with Progress(disable=not progress, transient=True) as bar:
@@ -52,6 +54,7 @@ def write_shapes_dataset(
         "image_size": image_size,
         "degraded_fraction": degraded_fraction,
         "mismatched_fraction": mismatched_fraction,
+        "max_objects": max_objects,
     }
     write_index(out, shards, settings)
     return {"shards": shards, **settings}
