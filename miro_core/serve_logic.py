@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,20 @@ def level_step(num_bins: int | None) -> float:
     """Distance between neighbouring levels: ``1 / (num_bins - 1)`` (a run without bins has levels 0 and 1)."""
     bins = num_bins or 2
     return 1.0 / (bins - 1)
+
+
+def slider_step(num_bins: int | None) -> float:
+    """The step to give a browser range input so that its last notch is level 1.
+
+    Browsers snap a range input to multiples of the step written in decimal, dropping any that pass the
+    maximum. For 64 bins ``repr(1 / 63) * 63`` stays below 1 and the exact step works; for 16 bins
+    ``repr(1 / 15) * 15`` is 1.00000000000000005, the slider would stop at 14/15, and a step rounded
+    down at 1e-9 is used instead (its last notch, 0.999999999..., snaps to level 1 in :func:`snap_level`).
+    """
+    step = level_step(num_bins)
+    if Decimal(repr(step)) * ((num_bins or 2) - 1) <= 1:
+        return step
+    return math.floor(step * 1e9) / 1e9
 
 
 def snap_level(value: float, num_bins: int | None) -> float:
@@ -259,8 +274,8 @@ def scores_markdown(generation: Generation, reward_keys: Sequence[str], scorer_n
     names = [SETTING_NAMES[i] for i in range(len(settings))] if len(settings) > 1 else [""]
     header = ["reward"]
     for name in names:
-        prefix = f"{name} " if name else ""
-        header += [f"{prefix}asked (s+ / s-)", f"{prefix}measured"]
+        suffix = f" {name}" if name else ""
+        header += [f"asked{suffix}", f"measured{suffix}"]
     if len(settings) > 1:
         header.append("B - A")
     rows = []
@@ -282,7 +297,10 @@ def scores_markdown(generation: Generation, reward_keys: Sequence[str], scorer_n
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     n = generation.request.num_images
-    lines.append(f"\nMeasured: the mean score of the {n} image{'s' if n > 1 else ''} of each setting.")
+    lines.append(
+        f"\nAsked: target s+ / negative target s-. Measured: the mean score of the {n} image"
+        f"{'s' if n > 1 else ''} of {'each setting' if len(settings) > 1 else 'the setting'}."
+    )
     return "\n".join(lines)
 
 

@@ -21,8 +21,8 @@ from miro_core.serve_logic import (
     MAX_STEPS,
     SETTING_NAMES,
     ServeSession,
-    level_step,
     scores_markdown,
+    slider_step,
 )
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,10 @@ INTRO = (
     "same seed at two settings."
 )
 
-#: Let each image's caption (its measured scores) wrap instead of being cut.
+#: Let each image's caption (its measured scores) wrap instead of being cut; no empty space under the images.
 CSS = """
 .miro-gallery .caption-label { white-space: normal !important; max-width: 100% !important; opacity: 0.9 !important; }
+.miro-gallery .grid-wrap { min-height: 0 !important; height: auto !important; }
 """
 
 
@@ -57,6 +58,13 @@ def import_gradio() -> Any:
 def css_goes_to_launch(gr: Any) -> bool:
     """gradio 6 takes ``css`` in ``launch()``, gradio 5 in ``Blocks()``."""
     return "css" in inspect.signature(gr.Blocks.launch).parameters
+
+
+def hidden_api(gr: Any) -> dict[str, Any]:
+    """Keep a UI-only event out of the API page (gradio 6: ``api_visibility``; gradio 5: ``api_name=False``)."""
+    if "api_visibility" in inspect.signature(gr.Button.click).parameters:
+        return {"api_visibility": "undocumented"}
+    return {"api_name": False}
 
 
 def element_id(*parts: str) -> str:
@@ -122,7 +130,7 @@ def build_app(session: ServeSession | None, error: str | None = None) -> Any:
                     elem_id="compare",
                 )
                 sliders, accordions = [], []
-                step = level_step(session.num_bins)
+                step = slider_step(session.num_bins)
                 for name in SETTING_NAMES if keys else ():
                     with gr.Accordion(
                         f"Setting {name}: reward targets", open=True, visible=name == "A", elem_id=f"setting-{name}"
@@ -176,10 +184,12 @@ def build_app(session: ServeSession | None, error: str | None = None) -> Any:
 
         inputs = [prompt, num_images, steps, sampler, guidance, strategy, strategy_options, seed, compare, *sliders]
         outputs = [gallery_a, gallery_b, scores, download, status]
-        for trigger in (generate.click, prompt.submit):
-            trigger(on_generate, inputs=inputs, outputs=outputs, concurrency_limit=1, api_name=False)
+        gr.on(
+            [generate.click, prompt.submit], on_generate, inputs=inputs, outputs=outputs, concurrency_limit=1,
+            api_name="generate",
+        )
         if keys:
-            compare.change(on_compare, inputs=[compare], outputs=[accordions[1], gallery_b], api_name=False)
+            compare.change(on_compare, inputs=[compare], outputs=[accordions[1], gallery_b], **hidden_api(gr))
     return app
 
 

@@ -29,6 +29,7 @@ from miro_core.serve_logic import (
     scores_markdown,
     settings_from_sliders,
     slider_labels,
+    slider_step,
     snap_level,
 )
 from miro_core.train import Trainer
@@ -88,6 +89,17 @@ def test_slider_values_snap_to_the_levels_seen_in_training():
     for value in np.linspace(0, 1, 101):
         level = snap_level(float(value), 16)
         assert abs(level - value) <= 0.5 / 15 + 1e-9 and math.isclose(level * 15, round(level * 15))
+
+
+def test_the_browser_slider_step_reaches_level_one():
+    from decimal import Decimal
+
+    for bins in (2, 3, 16, 64, 100, 256):
+        step = slider_step(bins)
+        last = Decimal(repr(step)) * (bins - 1)  # the browser's last notch, computed as it does: in decimal
+        assert last <= 1 and snap_level(float(last), bins) == 1.0
+        assert step == pytest.approx(1 / (bins - 1), rel=1e-6)
+    assert slider_step(64) == 1 / 63, "the exact step where it already reaches 1"
 
 
 def test_sliders_map_to_one_setting_or_two_in_side_by_side_mode():

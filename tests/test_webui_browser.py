@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from miro_core.train import Trainer
@@ -119,13 +120,18 @@ def test_page_controls_rewards_in_a_real_browser(chromium: str, tiny_annotations
     run = tmp_path / "run"
     config = tiny_train_config(tiny_annotations, tiny_bins, run, steps=300, lr=3e-3, warmup_steps=10,
                                batch_size=16, save_every=300, log_every=100)
-    Trainer(config, registry, progress=False).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # `make test` runs 2 workers on 2 cores: more threads only thrash
+    try:
+        Trainer(config, registry, progress=False).run()
+    finally:
+        torch.set_num_threads(threads)
     trained = time.monotonic() - started
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log = tmp_path / "serve.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "miro_cli.main", "serve", str(run), "--port", str(port)],
@@ -133,7 +139,7 @@ def test_page_controls_rewards_in_a_real_browser(chromium: str, tiny_annotations
         )
     try:
         wait_for_page(url, server, log)
-        print(f"server up after {time.monotonic() - started:.1f}s")
+        print(f"trained in {trained:.1f}s, server up after {time.monotonic() - started:.1f}s")
         assert f"on http://127.0.0.1:{port}" in log.read_text(), "binds localhost by default"
         with sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
@@ -178,6 +184,7 @@ def test_page_controls_rewards_in_a_real_browser(chromium: str, tiny_annotations
                 )
                 assert "aesthetic" in page.locator("#gallery-A").inner_text()
                 table = score_table(page)
+                print(f"measured scores: {table}")
                 assert set(table) == set(SHAPES_REWARDS)
                 asked_a, measured_a, asked_b, measured_b, _ = table["shapes-aesthetic"]
                 assert (asked_a, asked_b) == ("1.00 / 0.00", "0.00 / 1.00")
