@@ -25,7 +25,9 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MiroError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            from rich.markup import escape
+
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -38,8 +40,11 @@ def registry(warn: bool = True) -> Any:
     reg = get_registry()
     if warn:
         for failure in reg.failures:
+            from rich.markup import escape
+
             console.print(
-                f"[yellow]warning:[/] plugin {failure.name!r} ({failure.distribution}) not loaded: {failure.error}",
+                f"[yellow]warning:[/] plugin {failure.name!r} ({failure.distribution}) not loaded: "
+                f"{escape(str(failure.error))}",
                 highlight=False,
             )
     return reg

@@ -110,8 +110,11 @@ class HybridUNet(nn.Module):
         heads: int = 4,
         emb_dim: int = 128,
         res_blocks: int = 1,
+        transformer_stride: int = 4,
     ) -> None:
         super().__init__()
+        if transformer_stride not in (2, 4):
+            raise ValueError(f"transformer_stride must be 2 or 4, got {transformer_stride}")
         if image_size % 4:
             raise ValueError(f"image size {image_size} must be divisible by 4")
         c1, c2 = channels
@@ -123,12 +126,17 @@ class HybridUNet(nn.Module):
         self.enc1 = nn.ModuleList(ResBlock(c1, emb_dim) for _ in range(res_blocks))
         self.down1 = nn.Conv2d(c1, c2, 4, stride=2, padding=1)
         self.enc2 = nn.ModuleList(ResBlock(c2, emb_dim) for _ in range(res_blocks))
-        self.down2 = nn.Conv2d(c2, width, 4, stride=2, padding=1)
-        tokens = (image_size // 4) ** 2
+        # The transformer runs at 1/4 resolution (stride 4) or, for finer shapes, at 1/2 (stride 2).
+        if transformer_stride == 4:
+            self.down2 = nn.Conv2d(c2, width, 4, stride=2, padding=1)
+            self.up2 = nn.ConvTranspose2d(width, c2, 4, stride=2, padding=1)
+        else:
+            self.down2 = nn.Conv2d(c2, width, 3, padding=1)
+            self.up2 = nn.Conv2d(width, c2, 3, padding=1)
+        tokens = (image_size // transformer_stride) ** 2
         self.pos = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
         self.blocks = nn.ModuleList(TransformerBlock(width, heads, emb_dim) for _ in range(depth))
         self.mid_norm = nn.LayerNorm(width)
-        self.up2 = nn.ConvTranspose2d(width, c2, 4, stride=2, padding=1)
         self.merge2 = nn.Conv2d(2 * c2, c2, 1)
         self.dec2 = nn.ModuleList(ResBlock(c2, emb_dim) for _ in range(res_blocks))
         self.up1 = nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1)
