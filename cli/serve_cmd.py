@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.markup import escape
 
 from miro_cli.common import console, echo, registry, user_errors
-from miro_core.errors import ConfigError, MiroError
+from miro_core.errors import ConfigError
 from miro_core.serve_logic import DEFAULT_RUN
 
 
@@ -29,21 +25,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def literal_messages(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Keep ``[ui]`` and other brackets of an error message from being read as console markup."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MiroError as err:
-            raise MiroError(escape(str(err))) from None
-
-    return wrapper
-
-
 @user_errors
-@literal_messages
 def serve(
     run: Path = typer.Argument(DEFAULT_RUN, help="Run folder of `miro train` (default: what `make demo` trains)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; only this machine can reach 127.0.0.1."),

@@ -53,3 +53,11 @@ def test_channels_last_weights_round_trip(checks):
     checks.check_safetensors_round_trip(HybridBackbone({"size": "tiny"}), SPEC)
     model = HybridBackbone({"size": "tiny"}).build(SPEC)
     assert model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_transformer_at_half_resolution(checks):
+    backbone = HybridBackbone({"size": "tiny", "overrides": {"transformer_stride": 2}})
+    checks.check_forward_contract(backbone, SPEC)
+    assert backbone.build(SPEC).pos.shape[1] == (SPEC.image_size // 2) ** 2
+    with pytest.raises(ValueError, match="transformer_stride"):
+        HybridBackbone({"size": "tiny", "overrides": {"transformer_stride": 3}}).build(SPEC)
