@@ -49,6 +49,7 @@ def sample(
     import yaml
 
     from miro_cli.common import registry
+    from miro_core.data.atomic import write_json
     from miro_core.grid import make_grid
     from miro_core.pipeline import MiroPipeline
 
@@ -77,4 +78,21 @@ def sample(
     grid = make_grid(images, columns=n, labels=prompts)
     grid.save(out / "grid.png")
     (out / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    resolved = {
+        "run": str(run),
+        "step": pipe.step,
+        "weights": weights,
+        "prompts": prompts,
+        "n": n,
+        "steps": steps,
+        "sampler": sampler,
+        "guidance": guidance if guidance is not None else pipe.config.get("guidance_scale"),
+        "strategy": strategy,
+        "strategy_options": options,
+        "reward_targets": {k: targets.get(k, 1.0) for k in pipe.reward_keys},
+        "negative_reward_targets": negatives,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+    }
+    write_json(str(out / "config.json"), resolved)
     echo(f"wrote {len(images)} images and grid.png to {out}")

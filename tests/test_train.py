@@ -182,6 +182,8 @@ def test_cli_sample_and_unknown_key(tiny_run: Path, tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "s").glob("0*.png"))) == 4 and (tmp_path / "s" / "grid.png").exists()
+    resolved = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert resolved["sampler"] == "heun" and resolved["reward_targets"]["shapes-sharpness"] == 0.8
     bad = runner.invoke(app, ["sample", str(tiny_run), "--prompt", "x", "--reward", "nope=1", "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "unknown reward key(s) in reward_targets: nope" in bad.output
     missing = runner.invoke(app, ["sample", str(tmp_path / "nothing"), "--prompt", "x", "--out", str(tmp_path)])
