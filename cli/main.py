@@ -14,6 +14,7 @@ from miro_cli import (
     bins_cmd,
     data_cmd,
     demo_cmd,
+    encode_cmd,
     eval_cmd,
     plugins_cmd,
     sample_cmd,
@@ -40,6 +41,7 @@ backbones_cmd.attach(app)
 data_cmd.attach(app)
 annotate_cmd.attach(app)
 bins_cmd.attach(app)
+encode_cmd.attach(app)
 train_cmd.attach(app)
 sample_cmd.attach(app)
 eval_cmd.attach(app)

@@ -29,6 +29,8 @@ def train(
     lr: float = typer.Option(None, "--lr"),
     optimizer: str = typer.Option(None, "--optimizer", help="adamw or lamb."),
     text_encoder: str = typer.Option(None, "--text-encoder"),
+    autoencoder: str = typer.Option(None, "--autoencoder", help="pixels, or a VAE plugin (run `miro encode` first)."),
+    latent_cache: str = typer.Option(None, "--latent-cache", help="Folder written by `miro encode` (default: found)."),
     seed: int = typer.Option(None, "--seed"),
     device: str = typer.Option(None, "--device", help="auto (accelerate decides) or cpu."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
@@ -52,6 +54,8 @@ def train(
         "lr": lr,
         "optimizer": optimizer,
         "text_encoder": text_encoder,
+        "autoencoder": autoencoder,
+        "latent_cache": latent_cache,
         "seed": seed,
         "device": device,
     }

@@ -41,6 +41,7 @@ class MiroPipeline:
         self._text_loaded = False
         autoencoder = config.get("autoencoder", {"name": "pixels", "options": {}})
         self.autoencoder = registry.autoencoders.create(autoencoder["name"], autoencoder["options"])
+        self.autoencoder.load(device)
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -86,7 +87,8 @@ class MiroPipeline:
 
     @property
     def image_size(self) -> int:
-        return int(self.config["model"]["image_size"])
+        """Pixel size of the images (the model's own size is the latent size for latent runs)."""
+        return int(self.config.get("autoencoder", {}).get("image_size") or self.config["model"]["image_size"])
 
     @property
     def example_prompts(self) -> list[str]:
@@ -154,7 +156,7 @@ class MiroPipeline:
         else:
             neg_texts = [""] * n
         neg_tokens, neg_mask = self.encode_prompts(neg_texts)
-        channels, size = self.autoencoder.latent_shape(self.image_size)
+        channels, size = self.config["model"]["in_channels"], self.config["model"]["image_size"]
         noise = torch.randn((n, channels, size, size), generator=generator).to(self.device)
         x0 = guided_sample(
             self.model,
@@ -180,13 +182,16 @@ def sample_grid_for_model(
     from miro_core.grid import make_grid, to_pil
 
     model.eval()
+    device = next(model.parameters()).device
+    codec_config = getattr(data, "autoencoder", None) or {"name": "pixels", "options": {}}
+    codec = registry.autoencoders.create(codec_config["name"], codec_config.get("options", {}))
+    codec.load(str(device))
     position = {c: i for i, c in enumerate(data.captions)}
     missing = [p for p in prompts if p not in position]
     if missing:
         encoder = registry.text_encoders.create(cfg.text_encoder, cfg.text_encoder_options)
         encoder.load()
         extra_tokens, extra_mask = encoder.encode(missing)
-    device = next(model.parameters()).device
 
     def text(batch: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         rows_t, rows_m = [], []
@@ -219,6 +224,6 @@ def sample_grid_for_model(
                 model, noise, Branch(tokens, mask, pos_levels), Branch(neg_tokens, neg_mask, neg_levels),
                 strategy, registry.samplers.create("euler"), steps,
             )
-            images += to_pil(x0)
+            images += to_pil(codec.decode(x0))
     labels = [f"{p} | " + " / ".join(name for name, _ in settings) for p in prompts]
     return make_grid(images, columns=per * len(settings), labels=labels)

@@ -34,6 +34,10 @@ class TrainConfig(BaseModel):
     text_encoder: str = "minilm"
     text_encoder_options: dict[str, Any] = {}
     image_size: int = 32
+    # latent space (`miro encode` caches the latents; "pixels" trains on pixels)
+    autoencoder: str = "pixels"
+    autoencoder_options: dict[str, Any] = {}
+    latent_cache: str | None = None
     # conditioning (MIRO-NOTES section 4)
     cond_dim: int = 128
     cond_heads: int = 4
@@ -188,8 +192,9 @@ class Trainer:
             )
         previous = read_run_config(self.run_dir)["train"]
         current = self.cfg.model_dump(mode="json")
+        defaults = TrainConfig(data=self.cfg.data).model_dump(mode="json")  # runs older than an option
         changed = [
-            k for k in current if k not in RESUMABLE_CHANGES and previous.get(k) != current[k]
+            k for k in current if k not in RESUMABLE_CHANGES and previous.get(k, defaults[k]) != current[k]
         ]
         if changed:
             raise ConfigError(
@@ -229,6 +234,9 @@ class Trainer:
                 cfg.text_encoder_options,
                 cfg.image_size,
                 progress=self.show_progress and accelerator.is_main_process,
+                autoencoder=cfg.autoencoder,
+                latent_cache=cfg.latent_cache,
+                autoencoder_options=cfg.autoencoder_options,
             )
         self.data = data
         from miro_core.backbone import parse_backbone_name
@@ -238,7 +246,7 @@ class Trainer:
             backbone=backbone_name,
             backbone_options={**parsed_options, **cfg.backbone_options},
             in_channels=data.images.shape[1],
-            image_size=cfg.image_size,
+            image_size=int(data.images.shape[-1]),  # the latent size when training on cached latents
             text_dim=int(data.text_tokens.shape[-1]),
             reward_keys=reward_keys,
             cond_dim=cfg.cond_dim,
@@ -285,7 +293,7 @@ class Trainer:
             "model": spec.as_json(),
             "reward_keys": spec.reward_keys,
             "text_encoder": {"name": self.cfg.text_encoder, "options": self.cfg.text_encoder_options},
-            "autoencoder": {"name": "pixels", "options": {}},
+            "autoencoder": data.autoencoder or {"name": "pixels", "options": {}},
             "num_bins": bins.num_bins if bins is not None else None,
             "guidance_scale": self.cfg.guidance_scale,
             "data": {"path": self.cfg.data, "samples": len(data), "unique_captions": len(data.captions) - 1},

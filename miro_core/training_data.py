@@ -34,6 +34,8 @@ class TrainingData:
     levels: torch.Tensor | None  # (N, R) float32 in [0, 1], NaN = missing
     reward_keys: list[str]
     captions: list[str]  # unique captions, aligned with text_tokens
+    #: For latents: the autoencoder that decodes them (name, options, image size, latent shape, statistics).
+    autoencoder: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -145,7 +147,11 @@ def load_training_data(
     encoder_options: dict[str, Any],
     image_size: int,
     progress: bool = True,
+    autoencoder: str = "pixels",
+    latent_cache: str | None = None,
+    autoencoder_options: dict[str, Any] | None = None,
 ) -> TrainingData:
+    """Pixels decoded from the shards, or (``autoencoder`` other than ``pixels``) latents cached by ``miro encode``."""
     rows = load_rows(data)
     missing = [k for k in reward_keys if k not in rows["scores"]]
     if missing:
@@ -153,7 +159,13 @@ def load_training_data(
             f"{data} has no score column(s) {', '.join(missing)}; annotate with them or choose --rewards from "
             f"{', '.join(rows['scores']) or 'none'}"
         )
-    images, ok = load_images(rows["keys"], rows["shards"], image_size)
+    codec = None
+    if autoencoder == "pixels":
+        images, ok = load_images(rows["keys"], rows["shards"], image_size)
+    else:
+        images, ok, codec = _cached_latents(
+            data, rows, autoencoder, autoencoder_options or {}, latent_cache, image_size
+        )
     keep = [i for i, good in enumerate(ok) if good]
     if not keep:
         raise DataError(f"no decodable images for the annotated samples of {data}")
@@ -177,4 +189,39 @@ def load_training_data(
         levels=levels,
         reward_keys=list(reward_keys),
         captions=unique,
+        autoencoder=codec,
     )
+
+
+def _cached_latents(
+    data: str,
+    rows: dict[str, Any],
+    autoencoder: str,
+    options: dict[str, Any],
+    latent_cache: str | None,
+    image_size: int,
+) -> tuple[torch.Tensor, list[bool], dict[str, Any]]:
+    """Latents from the ``miro encode`` cache (float16), which rows have one, and how to decode them."""
+    from miro_core.encode import absolute_paths, default_cache_dir, load_latents, read_index
+
+    folder = Path(latent_cache) if latent_cache else default_cache_dir(data, autoencoder, image_size)
+    index = read_index(folder, data, autoencoder, image_size)
+    hint = f"`miro encode {data} --autoencoder {autoencoder} --image-size {image_size} --out {folder}`"
+    encoded_with = index["autoencoder"]["options"]
+    options = absolute_paths(options)
+    differ = [k for k, v in options.items() if k != "statistics" and str(encoded_with.get(k)) != str(v)]
+    if differ:
+        raise DataError(
+            f"the latent cache at {folder} was encoded with {autoencoder} options {encoded_with}, but training asks "
+            f"for {', '.join(f'{k}={options[k]}' for k in differ)}; re-encode with {hint} or drop those options"
+        )
+    latents, ok = load_latents(folder, index, rows["keys"], rows["shards"], hint)
+    codec = {
+        "name": autoencoder,
+        "options": {**encoded_with, **options},
+        "image_size": image_size,
+        "latent_shape": index["latent_shape"],
+        "statistics": index.get("statistics"),
+        "latent_cache": str(folder),
+    }
+    return latents, ok, codec

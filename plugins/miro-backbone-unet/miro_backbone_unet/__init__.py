@@ -1,0 +1,1 @@
+"""U-Net backbone for MIRO: diffusers' UNet2DConditionModel with cross-attention to the conditioning tokens."""
