@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
+from miro_core import local_weights
 from miro_core.component import ComponentOptions
 from miro_core.errors import ConfigError, MiroError, MissingWeightsError
 from miro_core.text_encoder import TextEncoder, TextEncoderOptions
@@ -27,7 +28,6 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 #: A tokenizer with fewer entries than this cannot encode text; also at least half the model's vocabulary.
 MIN_VOCABULARY = 32
-PROBE = "a photo of a cat"
 
 
 class T5Options(TextEncoderOptions):
@@ -52,38 +52,12 @@ def _missing(message: str) -> MissingWeightsError:
 
 def resolve_checkpoint(checkpoint: str | None) -> Path:
     """A local folder for ``checkpoint`` (a folder, or a repo id already in the local HF cache)."""
-    if not checkpoint:
-        raise _missing("no checkpoint given")
-    path = Path(checkpoint).expanduser()
-    if path.is_dir():
-        return path
-    if checkpoint.count("/") == 1 and not checkpoint.startswith((".", "/", "~")):
-        from huggingface_hub import snapshot_download
-
-        try:
-            return Path(str(snapshot_download(checkpoint, local_files_only=True)))
-        except Exception as err:  # noqa: BLE001 - every cache miss is the same missing-weights problem
-            raise _missing(f"{checkpoint!r} is not in the local Hugging Face cache ({type(err).__name__})") from None
-    raise _missing(f"checkpoint folder {checkpoint!r} does not exist")
+    return local_weights.resolve_checkpoint(checkpoint, _missing)
 
 
 def check_vocabulary(tokenizer: Any, model_vocab_size: int, where: Path) -> None:
     """Fail loudly on an empty or mismatched tokenizer instead of encoding garbage."""
-    size = len(tokenizer)
-    if size < max(MIN_VOCABULARY, model_vocab_size // 2):
-        raise _missing(
-            f"the tokenizer in {where} has only {size} entries while the model embeds {model_vocab_size} tokens; "
-            "its vocabulary file is missing or wrong (offline, a tokenizer loaded by hub name comes back nearly empty)"
-        )
-    if size > model_vocab_size:
-        raise ConfigError(
-            f"t5: the tokenizer in {where} has {size} entries but the model embeds only {model_vocab_size}; "
-            "tokenizer and weights come from different models"
-        )
-    ids = tokenizer(PROBE, add_special_tokens=False)["input_ids"]
-    unknown = getattr(tokenizer, "unk_token_id", None)
-    if not ids or (unknown is not None and all(i == unknown for i in ids)):
-        raise _missing(f"the tokenizer in {where} maps {PROBE!r} to unknown tokens only")
+    local_weights.check_vocabulary(tokenizer, model_vocab_size, where, _missing, "t5", MIN_VOCABULARY)
 
 
 class T5TextEncoder(TextEncoder):
