@@ -76,3 +76,13 @@ def tiny_train_config(data: Path, bins: Path | None, out: Path, **overrides):
     )
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def two_cpu_processes() -> list[str]:
+    """``accelerate launch`` of ``miro`` in 2 processes; on a CPU-only machine they use the gloo backend."""
+    import sys
+
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "miro_cli.main",
+    ]

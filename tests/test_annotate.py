@@ -21,6 +21,8 @@ from miro_core.annotate import AnnotateConfig, Annotator
 from miro_core.data.shards import encode_png
 from miro_core.rewards import RewardModel
 
+from .conftest import two_cpu_processes
+
 REWARDS = "shapes-alignment,shapes-aesthetic,shapes-sharpness"
 
 
@@ -170,20 +172,7 @@ def test_resume_after_kill_9_gives_exactly_one_row_per_sample(tiny_shapes: Path,
 def test_two_accelerate_processes_split_shards_without_overlap(tiny_shapes: Path, tmp_path: Path):
     out = tmp_path / "dist"
     command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "miro_cli.main",
+        *two_cpu_processes(),
         "annotate",
         str(tiny_shapes),
         "--rewards",

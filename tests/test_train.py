@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from miro_core.errors import ConfigError
 from miro_core.pipeline import MiroPipeline
 from miro_core.train import Trainer, batch_indices
 
-from .conftest import tiny_train_config
+from .conftest import tiny_train_config, two_cpu_processes
 
 
 def weights(run: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
@@ -90,20 +89,7 @@ def test_two_process_accelerate_training_matches_one_process(tiny_annotations, t
 
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "miro_cli.main",
+        *two_cpu_processes(),
         "train",
         "--config",
         str(config),
