@@ -49,6 +49,30 @@ def tiny_bins(tiny_annotations: Path, registry) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def vae_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random AutoencoderKL (2x downsampling, 4 latent channels) saved in the diffusers layout."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=0.13025,
+    )
+    folder = tmp_path_factory.mktemp("tiny-vae")
+    vae.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def tiny_train_config(data: Path, bins: Path | None, out: Path, **overrides):
     """A training config small enough to run a handful of steps in a second or two."""
     from miro_core.train import TrainConfig

@@ -19,29 +19,6 @@ pytest.importorskip("miro_autoencoder_sdxl_vae.plugin")
 from miro_autoencoder_sdxl_vae.autoencoder import SDXLVAE  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def vae_folder(tmp_path_factory):
-    """A tiny random AutoencoderKL (2x downsampling, 4 latent channels), as in test_sdxl_vae.py."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=0.13025,
-    )
-    folder = tmp_path_factory.mktemp("tiny-vae")
-    vae.save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
 def _encode(annotations: Path, vae: Path, out: Path) -> object:
     args = ["encode", str(annotations), "--autoencoder", "sdxl-vae", "--autoencoder-option", f"checkpoint={vae}"]
     args += ["--image-size", "32", "--batch-size", "64", "--out", str(out), "--quiet"]
@@ -99,8 +76,17 @@ def test_encode_errors_are_one_line(tiny_annotations, latent_cache, vae_folder, 
     bad = runner.invoke(app, ["encode", str(tiny_annotations), "--autoencoder-option", "checkpoint"])
     assert bad.exit_code == 1 and "KEY=VALUE" in bad.output
     other_size = runner.invoke(
-        app, ["encode", str(tiny_annotations), "--autoencoder-option", f"checkpoint={vae_folder}", "--image-size", "16",
-              "--out", str(latent_cache)],
+        app,
+        [
+            "encode",
+            str(tiny_annotations),
+            "--autoencoder-option",
+            f"checkpoint={vae_folder}",
+            "--image-size",
+            "16",
+            "--out",
+            str(latent_cache),
+        ],
     )
     assert other_size.exit_code == 1 and "choose another --out" in other_size.output
 
@@ -113,7 +99,11 @@ def test_cache_must_match_the_training_options(latent_cache, tiny_annotations, t
         ({"autoencoder_options": {"checkpoint": str(tmp_path)}}, "differ|training asks for checkpoint="),
     ]:
         cfg = tiny_train_config(
-            tiny_annotations, tiny_bins, tmp_path / "run", autoencoder="sdxl-vae", latent_cache=str(latent_cache),
+            tiny_annotations,
+            tiny_bins,
+            tmp_path / "run",
+            autoencoder="sdxl-vae",
+            latent_cache=str(latent_cache),
             **overrides,
         )
         with pytest.raises(DataError, match=message):
@@ -140,8 +130,14 @@ def latent_run(latent_cache, tiny_annotations, tiny_bins, vae_folder, tmp_path_f
 
     folder = tmp_path_factory.mktemp("latent-run")
     cfg = tiny_train_config(
-        tiny_annotations, tiny_bins, folder / "run", steps=2, image_size=32, autoencoder="sdxl-vae",
-        autoencoder_options={"checkpoint": str(vae_folder)}, latent_cache=str(latent_cache),
+        tiny_annotations,
+        tiny_bins,
+        folder / "run",
+        steps=2,
+        image_size=32,
+        autoencoder="sdxl-vae",
+        autoencoder_options={"checkpoint": str(vae_folder)},
+        latent_cache=str(latent_cache),
     )
     config = folder / "latent.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))

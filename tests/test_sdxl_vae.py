@@ -14,28 +14,6 @@ plugin = pytest.importorskip("miro_autoencoder_sdxl_vae.plugin")
 from miro_autoencoder_sdxl_vae.autoencoder import SDXLVAE, STATISTICS_FILENAME  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def vae_folder(tmp_path_factory):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=0.13025,
-    )
-    folder = tmp_path_factory.mktemp("tiny-vae")
-    vae.save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
 def _images(batch: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 3, 16, 16, generator=gen) * 2 - 1
