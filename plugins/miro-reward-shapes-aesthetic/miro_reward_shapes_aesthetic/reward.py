@@ -22,19 +22,11 @@ lower the score in proportion to how much contrast and chroma they remove.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from pydantic import Field
 
-from miro_core.component import ComponentOptions
-from miro_core.rewards import RewardModel, RewardOptions
+from miro_core.shapes.image_reward import ImageOnlyReward
 from miro_core.shapes.palette import opponent
-from miro_core.shapes.pixels import batch_rgb
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
 #: Local colour standard deviation at which a pixel stops counting as part of a coherent region.
 COHERENCE_TAU = 0.2
@@ -71,24 +63,12 @@ def aesthetic(batch: np.ndarray) -> np.ndarray:
     return 0.5 * np.minimum(k / FULL_CONTRAST, 1.0) + 0.5 * np.minimum(c / FULL_CHROMA, 1.0)
 
 
-class AestheticOptions(RewardOptions):
-    #: Images are resized to this square size first, so the score means the same at any resolution.
-    working_size: int = Field(32, ge=8, le=1024)
-
-
-class ShapesAesthetic(RewardModel):
+class ShapesAesthetic(ImageOnlyReward):
     """Contrast and colourfulness of coherent regions, in [0, 1]; reads only the image."""
 
     name = "shapes-aesthetic"
     version = "1"
     description = "shapes world: contrast + colourfulness of flat regions (noise not rewarded), in [0, 1]"
-    Options: ClassVar[type[ComponentOptions]] = AestheticOptions
-    inputs: ClassVar[frozenset[str]] = frozenset({"image"})
-    peak_memory_mib: ClassVar[float | None] = 64.0
 
-    def score(self, images: Sequence[Image], captions: Sequence[str]) -> list[float]:
-        if not images:
-            return []
-        batch, ok = batch_rgb(images, self.options.working_size)
-        values = aesthetic(batch)
-        return [float(v) if good else float("nan") for v, good in zip(values, ok, strict=True)]
+    def measure(self, batch: np.ndarray) -> np.ndarray:
+        return aesthetic(batch)

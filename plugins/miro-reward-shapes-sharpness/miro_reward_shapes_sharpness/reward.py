@@ -20,19 +20,10 @@ reward them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
-
 import numpy as np
-from pydantic import Field
 
-from miro_core.component import ComponentOptions
-from miro_core.rewards import RewardModel, RewardOptions
+from miro_core.shapes.image_reward import ImageOnlyReward
 from miro_core.shapes.palette import luminance
-from miro_core.shapes.pixels import batch_rgb
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
 #: Noise level (intensity units) at which the penalty halves the score.
 NOISE_SIGMA0 = 0.04
@@ -79,24 +70,12 @@ def sharpness(batch: np.ndarray) -> np.ndarray:
     return edge_acuity(batch) * noise_penalty(batch)
 
 
-class SharpnessOptions(RewardOptions):
-    #: Images are resized to this square size first, so the score means the same at any resolution.
-    working_size: int = Field(32, ge=8, le=1024)
-
-
-class ShapesSharpness(RewardModel):
+class ShapesSharpness(ImageOnlyReward):
     """Edge acuity times a noise penalty, in [0, 1]; reads only the image."""
 
     name = "shapes-sharpness"
     version = "1"
     description = "shapes world: edge acuity on a denoised image x Immerkaer noise penalty, in [0, 1]"
-    Options: ClassVar[type[ComponentOptions]] = SharpnessOptions
-    inputs: ClassVar[frozenset[str]] = frozenset({"image"})
-    peak_memory_mib: ClassVar[float | None] = 64.0
 
-    def score(self, images: Sequence[Image], captions: Sequence[str]) -> list[float]:
-        if not images:
-            return []
-        batch, ok = batch_rgb(images, self.options.working_size)
-        values = sharpness(batch)
-        return [float(v) if good else float("nan") for v, good in zip(values, ok, strict=True)]
+    def measure(self, batch: np.ndarray) -> np.ndarray:
+        return sharpness(batch)
