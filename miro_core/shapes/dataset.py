@@ -42,9 +42,7 @@ def write_shapes_dataset(
             if not chunk:
                 break
             name = f"shard-{shard_index:06d}"
-            count = write_shard(
-                join(out, f"{name}.tar"), ((s.key, s.image, s.caption, s.meta) for s in chunk)
-            )
+            count = write_shard(join(out, f"{name}.tar"), ((s.key, s.image, s.caption, s.meta) for s in chunk))
             shards.append({"name": name, "file": f"{name}.tar", "samples": count})
             bar.advance(task, count)
     settings = {
