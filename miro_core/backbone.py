@@ -53,6 +53,8 @@ class Backbone(Component):
     sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: How the network takes rewards: "tokens" (cross-attends to the sequence), "pooled" (timestep embedding).
     reward_conditioning: ClassVar[frozenset[str]] = frozenset({"tokens"})
+    #: Keyword arguments the network accepts; when set, ``size_config`` rejects any other key by name.
+    network_options: ClassVar[frozenset[str] | None] = None
 
     @classmethod
     def kind(cls) -> str:
@@ -62,14 +64,27 @@ class Backbone(Component):
         """The keyword arguments of the chosen size, with overrides and patch size applied."""
         size = self.options.size
         if size not in self.sizes:
-            raise ConfigError(
-                f"backbone {self.name!r} has no size {size!r}; choose one of: {', '.join(self.sizes)}"
-            )
+            raise ConfigError(f"backbone {self.name!r} has no size {size!r}; choose one of: {', '.join(self.sizes)}")
         config = dict(self.sizes[size])
         if self.options.patch_size is not None:
             config["patch_size"] = self.options.patch_size
         config.update(self.options.overrides)
+        if self.network_options is not None:
+            unknown = sorted(set(config) - self.network_options)
+            if unknown:
+                raise ConfigError(
+                    f"backbone {self.name!r}: unknown override(s) {', '.join(unknown)}; "
+                    f"allowed: {', '.join(sorted(self.network_options))}"
+                )
         return config
+
+    def check_patch_size(self, config: Mapping[str, Any], spec: BackboneSpec) -> None:
+        """Reject a patch size that does not divide the input's side."""
+        patch = int(config["patch_size"])
+        if patch < 1 or spec.image_size % patch:
+            raise ConfigError(
+                f"backbone {self.name!r}: image size {spec.image_size} is not a multiple of patch size {patch}"
+            )
 
     @abstractmethod
     def build(self, spec: BackboneSpec) -> torch.nn.Module:

@@ -28,6 +28,7 @@ class DiTBackbone(Backbone):
     version = "1"
     description = "DiT (adaLN-Zero) with cross-attention to reward/text tokens; sizes tiny, s, b, l, xl"
     reward_conditioning: ClassVar[frozenset[str]] = frozenset({"tokens", "pooled"})
+    network_options = NETWORK_OPTIONS
     sizes: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"hidden_size": 64, "depth": 2, "num_heads": 4, "patch_size": 2},
         "s": {"hidden_size": 384, "depth": 12, "num_heads": 6, "patch_size": 2},
@@ -40,15 +41,7 @@ class DiTBackbone(Backbone):
         from miro_backbone_dit.network import DiTNetwork
 
         config = self.size_config()
-        unknown = sorted(set(config) - NETWORK_OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"backbone 'dit': unknown override(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(NETWORK_OPTIONS))}"
-            )
-        patch = int(config["patch_size"])
-        if patch < 1 or spec.image_size % patch:
-            raise ConfigError(f"backbone 'dit': image size {spec.image_size} is not a multiple of patch size {patch}")
+        self.check_patch_size(config, spec)
         if config["hidden_size"] % config["num_heads"]:
             raise ConfigError("backbone 'dit': hidden_size must be a multiple of num_heads")
         return DiTNetwork(in_channels=spec.in_channels, image_size=spec.image_size, cond_dim=spec.cond_dim, **config)

@@ -31,6 +31,7 @@ class MMDiTBackbone(Backbone):
     version = "1"
     description = "MMDiT (SD3 joint attention, diffusers) with masked context; sizes tiny, small, base, medium, large"
     reward_conditioning: ClassVar[frozenset[str]] = frozenset({"tokens", "pooled"})
+    network_options = NETWORK_OPTIONS
     sizes: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"num_layers": 2, "num_heads": 2, "head_dim": 32, "patch_size": 2},
         "small": {"num_layers": 12, "num_heads": 12, "head_dim": 64, "patch_size": 2},
@@ -43,15 +44,7 @@ class MMDiTBackbone(Backbone):
         from miro_backbone_mmdit.network import MMDiTNetwork
 
         config = self.size_config()
-        unknown = sorted(set(config) - NETWORK_OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"backbone 'mmdit': unknown override(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(NETWORK_OPTIONS))}"
-            )
-        patch = int(config["patch_size"])
-        if patch < 1 or spec.image_size % patch:
-            raise ConfigError(f"backbone 'mmdit': image size {spec.image_size} is not a multiple of patch size {patch}")
+        self.check_patch_size(config, spec)
         if config.get("qk_norm") not in (None, "rms_norm", "layer_norm"):
             raise ConfigError("backbone 'mmdit': qk_norm must be null, 'rms_norm' or 'layer_norm'")
         return MMDiTNetwork(in_channels=spec.in_channels, image_size=spec.image_size, cond_dim=spec.cond_dim, **config)

@@ -56,6 +56,7 @@ class RINBackbone(Backbone):
     description = "Recurrent Interface Network with cross-attention to reward/text tokens; sizes tiny, miro"
     Options: ClassVar[type[ComponentOptions]] = RINOptions
     reward_conditioning: ClassVar[frozenset[str]] = frozenset({"tokens", "pooled"})
+    network_options = NETWORK_OPTIONS
     sizes: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {
             "patch_size": 2,
@@ -83,15 +84,7 @@ class RINBackbone(Backbone):
         from miro_backbone_rin.network import RINNetwork
 
         config = self.size_config()
-        unknown = sorted(set(config) - NETWORK_OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"backbone 'rin': unknown override(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(NETWORK_OPTIONS))}"
-            )
-        patch = int(config["patch_size"])
-        if patch < 1 or spec.image_size % patch:
-            raise ConfigError(f"backbone 'rin': image size {spec.image_size} is not a multiple of patch size {patch}")
+        self.check_patch_size(config, spec)
         if config["interface_dim"] % config["read_write_heads"] or config["latent_dim"] % config["read_write_heads"]:
             raise ConfigError("backbone 'rin': interface_dim and latent_dim must be multiples of read_write_heads")
         if config["latent_dim"] % config["compute_heads"]:

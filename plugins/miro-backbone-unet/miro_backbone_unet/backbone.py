@@ -39,6 +39,7 @@ class UNetBackbone(Backbone):
     version = "1"
     description = "U-Net (diffusers UNet2DConditionModel) with cross-attention + class embedding; tiny, small, base, sd"
     reward_conditioning: ClassVar[frozenset[str]] = frozenset({"tokens", "pooled"})
+    network_options = NETWORK_OPTIONS
     sizes: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {
             "block_out_channels": [32, 64],
@@ -72,12 +73,6 @@ class UNetBackbone(Backbone):
         from miro_backbone_unet.network import UNetNetwork
 
         config = self.size_config()
-        unknown = sorted(set(config) - NETWORK_OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"backbone 'unet': unknown override(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(NETWORK_OPTIONS))}"
-            )
         channels = [int(c) for c in config["block_out_channels"]]
         levels = len(channels)
         factor = 2 ** (levels - 1)
