@@ -34,18 +34,20 @@ def annotation_tables(url: str) -> list[str]:
     return [prefix + p for p in found]
 
 
-def load_scores(url: str) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
-    """Return (keys, reward name -> float array, captions) from an annotation folder."""
+def read_annotations(url: str) -> dict[str, Any]:
+    """Keys, shards, captions and reward name -> float array, from an annotation folder's score tables."""
     from miro_core.data.tables import read_tables
 
-    table = read_tables(annotation_tables(url))
-    rewards = [c for c in table.column_names if c not in NON_REWARD_COLUMNS]
-    columns = {
-        name: np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64) for name in rewards
+    rows = read_tables(annotation_tables(url)).to_pydict()
+    scores = {
+        name: np.asarray(values, dtype=np.float64) for name, values in rows.items() if name not in NON_REWARD_COLUMNS
     }
-    keys = [str(k) for k in table.column("key").to_pylist()]
-    captions = table.column("caption").to_pylist() if "caption" in table.column_names else [""] * len(keys)
-    return keys, columns, captions
+    return {
+        "keys": [str(k) for k in rows["key"]],
+        "shards": rows.get("shard", [""] * len(rows["key"])),
+        "captions": rows.get("caption", [""] * len(rows["key"])),
+        "scores": scores,
+    }
 
 
 def summary_stats(values: np.ndarray) -> dict[str, Any]:
@@ -106,7 +108,7 @@ class BinsFile:
     @classmethod
     def from_json(cls, payload: dict[str, Any], registry: Any = None, source: str = "bins file") -> BinsFile:
         if payload.get("format") != FORMAT:
-            raise DataError(f"{source} is not a miro bins file (no \"format\": \"{FORMAT}\")")
+            raise DataError(f'{source} is not a miro bins file (no "format": "{FORMAT}")')
         if registry is None:
             from miro_core.plugins import get_registry
 
@@ -151,7 +153,7 @@ def fit_bins(
         registry = get_registry()
     if num_bins < 2:
         raise DataError(f"--bins {num_bins}: need at least 2 bins")
-    _, columns, _ = load_scores(annotations)
+    columns = read_annotations(annotations)["scores"]
     names = rewards or list(columns)
     missing = [n for n in names if n not in columns]
     if missing:

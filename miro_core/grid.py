@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -53,7 +52,3 @@ def stack_grid(grids: Sequence[Image.Image], titles: Sequence[str], title_height
         out.paste(grid, (0, y + title_height))
         y += grid.height + title_height
     return out
-
-
-def mean_abs_difference(a: Image.Image, b: Image.Image) -> float:
-    return float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).mean())

@@ -50,15 +50,10 @@ class TrainingData:
 
 def load_rows(data: str) -> dict[str, Any]:
     """Keys, shards, captions and score columns from an annotation folder (or bare shards)."""
-    from miro_core.bins import NON_REWARD_COLUMNS, annotation_tables
-    from miro_core.data.tables import read_tables
+    from miro_core.bins import read_annotations
 
-    path = Path(data)
-    if (path / "scores").is_dir():
-        table = read_tables(annotation_tables(data))
-        rows = table.to_pydict()
-        rewards = {c: np.asarray(rows[c], dtype=np.float64) for c in table.column_names if c not in NON_REWARD_COLUMNS}
-        return {"keys": rows["key"], "shards": rows["shard"], "captions": rows["caption"], "scores": rewards}
+    if (Path(data) / "scores").is_dir():
+        return read_annotations(data)
     from miro_core.data.shards import iter_shard, list_shards
 
     keys: list[str] = []
