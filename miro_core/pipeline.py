@@ -193,36 +193,32 @@ def sample_grid_for_model(
         encoder.load()
         extra_tokens, extra_mask = encoder.encode(missing)
 
-    def text(batch: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows_t, rows_m = [], []
-        for p in batch:
-            if p in position:
-                rows_t.append(data.text_tokens[position[p]].float())
-                rows_m.append(data.text_mask[position[p]])
-            else:
-                j = missing.index(p)
-                rows_t.append(extra_tokens[j].float())
-                rows_m.append(extra_mask[j])
-        return torch.stack(rows_t).to(device), torch.stack(rows_m).to(device)
+    def text(prompt: str, per: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached (or freshly encoded) embedding of one prompt, repeated ``per`` times."""
+        if prompt in position:
+            tokens, mask = data.text_tokens[position[prompt]], data.text_mask[position[prompt]]
+        else:
+            tokens, mask = extra_tokens[missing.index(prompt)], extra_mask[missing.index(prompt)]
+        return tokens.float()[None].expand(per, -1, -1).to(device), mask[None].expand(per, -1).to(device)
 
     keys = data.reward_keys
     settings = [("high", 1.0)] + ([("low", 0.0)] if keys else [])
     per = 2
+    # The same negative text (empty caption), strategy, solver and noise serve every cell of the grid.
+    neg_tokens = data.text_tokens[0].float()[None].expand(per, -1, -1).to(device)
+    neg_mask = data.text_mask[0][None].expand(per, -1).to(device)
+    strategy = registry.guidance.create("miro" if keys else "cfg", {"scale": cfg.guidance_scale})
+    solver = registry.samplers.create("euler")
+    noise = torch.randn((per, *data.images.shape[1:]), generator=torch.Generator().manual_seed(seed)).to(device)
     images: list[Image] = []
-    for p in prompts:
+    for prompt in prompts:
+        tokens, mask = text(prompt, per)
         for _, value in settings:
-            batch = [p] * per
-            tokens, mask = text(batch)
-            empty_t, empty_m = data.text_tokens[0].float(), data.text_mask[0]
-            neg_tokens = empty_t[None].expand(per, -1, -1).to(device)
-            neg_mask = empty_m[None].expand(per, -1).to(device)
-            strategy = registry.guidance.create("miro" if keys else "cfg", {"scale": cfg.guidance_scale})
             pos_levels = levels_tensor(keys, {k: value for k in keys}, per, device)
             neg_levels = levels_tensor(keys, {k: 1.0 - value for k in keys}, per, device)
-            noise = torch.randn((per, *data.images.shape[1:]), generator=torch.Generator().manual_seed(seed)).to(device)
             x0 = guided_sample(
                 model, noise, Branch(tokens, mask, pos_levels), Branch(neg_tokens, neg_mask, neg_levels),
-                strategy, registry.samplers.create("euler"), steps,
+                strategy, solver, steps,
             )
             images += to_pil(codec.decode(x0))
     labels = [f"{p} | " + " / ".join(name for name, _ in settings) for p in prompts]

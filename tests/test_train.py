@@ -200,3 +200,17 @@ def test_cli_train_subset_of_rewards(tiny_annotations: Path, tiny_bins: Path, tm
     assert json.loads((tmp_path / "spec" / "config.json").read_text())["reward_keys"] == ["shapes-aesthetic"]
     bad = CliRunner().invoke(app, ["train", "--config", str(config), "--rewards", "zzz", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 1 and "zzz" in bad.output
+
+
+def test_milestone_sample_grids(tiny_annotations: Path, tiny_bins: Path, registry, tmp_path: Path):
+    from PIL import Image
+
+    prompts = ["a red circle", "a caption the data never had"]
+    cfg = tiny_train_config(
+        tiny_annotations, tiny_bins, tmp_path / "r", steps=4, sample_every=2, sample_prompts=prompts
+    )
+    Trainer(cfg, registry, progress=False).run()
+    grids = sorted((tmp_path / "r" / "samples").glob("step-*.png"))
+    assert [g.name for g in grids] == ["step-00000002.png", "step-00000004.png"]
+    # 2 prompts x (2 high + 2 low) tiles of 32 px shown at 4x, plus one label line per row
+    assert Image.open(grids[-1]).size == (4 * 32 * 4, 2 * (32 * 4 + 12))
