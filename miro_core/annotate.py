@@ -264,7 +264,7 @@ class Annotator:
 
     def _annotate_shard_all(self, shard: str) -> None:
         parts = self.parts_dir(shard)
-        done_rows, done_errors, next_part = self._load_parts(parts, "rows")
+        done_rows, done_errors, next_part = self._load_parts(parts)
         skip = {r["key"] for r in done_rows} | {e["key"] for e in done_errors if e["stage"] == "input"}
         rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
@@ -322,7 +322,7 @@ class Annotator:
         self._finish_shard(shard, list(merged.values()), errors)
 
     # -- parts ----------------------------------------------------------------------------------
-    def _load_parts(self, parts: str, kind: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    def _load_parts(self, parts: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(parts)

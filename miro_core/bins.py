@@ -21,17 +21,14 @@ NON_REWARD_COLUMNS = {"key", "shard", "caption"}
 
 def annotation_tables(url: str) -> list[str]:
     """The score tables of an annotation folder (or a single Parquet file)."""
-    import fsspec
+    from miro_core.data.atomic import glob_urls
 
-    fs, path = fsspec.core.url_to_fs(url)
-    if path.endswith(".parquet"):
+    if url.endswith(".parquet"):
         return [url]
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-    found = sorted(fs.glob(f"{path.rstrip('/')}/scores/*.parquet"))
+    found = glob_urls(url, "scores/*.parquet")
     if not found:
         raise DataError(f"no annotation tables under {url}/scores; run `miro annotate ... --out {url}` first")
-    return [prefix + p for p in found]
+    return found
 
 
 def read_annotations(url: str) -> dict[str, Any]:

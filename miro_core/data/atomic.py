@@ -39,7 +39,7 @@ def atomic_open(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
             if hasattr(handle, "fileno"):
                 with contextlib.suppress(OSError, ValueError, AttributeError):
                     os.fsync(handle.fileno())
-        if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        if is_local(fs):
             os.replace(tmp, path)
         else:
             fs.mv(tmp, path)
@@ -47,6 +47,19 @@ def atomic_open(url: str, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(Exception):
             fs.rm(tmp)
         raise
+
+
+def is_local(fs: Any) -> bool:
+    """Whether an fsspec filesystem is the local disk."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return bool({"file", "local"} & set(protocols))
+
+
+def glob_urls(url: str, pattern: str) -> list[str]:
+    """Sorted matches of ``pattern`` inside folder ``url``: plain paths on local disk, full URLs elsewhere."""
+    fs, path = _fs_and_path(url)
+    found = sorted(fs.glob(f"{path.rstrip('/')}/{pattern}"))
+    return found if is_local(fs) else [fs.unstrip_protocol(p) for p in found]
 
 
 def write_json(url: str, payload: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import fsspec
 
-from miro_core.data.atomic import atomic_open, join, write_json
+from miro_core.data.atomic import atomic_open, glob_urls, join, write_json
 from miro_core.errors import DataError
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
@@ -36,18 +36,16 @@ class RawSample:
 def list_shards(url: str) -> list[str]:
     """The ``.tar`` shards at ``url``: a single shard, or every shard in a folder (sorted)."""
     fs, path = fsspec.core.url_to_fs(url)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
     if path.endswith(".tar"):
         if not fs.exists(path):
             raise DataError(f"shard {url} does not exist")
         return [url]
     if not fs.exists(path):
         raise DataError(f"dataset {url} does not exist; create one with `miro data shapes --out {url}`")
-    shards = sorted(p for p in fs.glob(f"{path.rstrip('/')}/*.tar"))
+    shards = glob_urls(url, "*.tar")
     if not shards:
         raise DataError(f"no .tar shards in {url}")
-    return [prefix + p for p in shards]
+    return shards
 
 
 def shard_name(url: str) -> str:
