@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from miro_cli.common import console, echo, parse_key_values, registry, split_names, user_errors
+from miro_cli.common import console, echo, parse_yaml_values, registry, split_names, user_errors
 from miro_core.errors import ConfigError
 
 
@@ -18,14 +18,12 @@ def attach(app: typer.Typer) -> None:
 
 def parse_reward_options(items: list[str]) -> dict[str, dict[str, Any]]:
     """``pickscore.checkpoint=/w`` -> {"pickscore": {"checkpoint": "/w"}} (values parsed as YAML scalars)."""
-    import yaml
-
     out: dict[str, dict[str, Any]] = {}
-    for dotted, value in parse_key_values(items, "--reward-option").items():
+    for dotted, value in parse_yaml_values(items, "--reward-option").items():
         reward, sep, key = dotted.partition(".")
         if not sep or not key:
             raise ConfigError(f"--reward-option expects REWARD.KEY=VALUE, got {dotted}={value}")
-        out.setdefault(reward, {})[key] = yaml.safe_load(value)
+        out.setdefault(reward, {})[key] = value
     return out
 
 

@@ -61,6 +61,13 @@ def parse_key_values(items: Iterable[str], option: str) -> dict[str, str]:
     return parsed
 
 
+def parse_yaml_values(items: Iterable[str], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` options with each value read as a YAML scalar (``3`` -> 3, ``true`` -> True)."""
+    import yaml
+
+    return {key: yaml.safe_load(value) for key, value in parse_key_values(items, option).items()}
+
+
 def parse_float_map(items: Iterable[str], option: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in parse_key_values(items, option).items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from miro_cli.common import echo, parse_float_map, parse_key_values, user_errors
+from miro_cli.common import echo, parse_float_map, parse_yaml_values, user_errors
 from miro_core.errors import ConfigError
 
 
@@ -46,7 +46,6 @@ def sample(
 ) -> None:
     """Sample images; every KEY must be a reward the run was trained on."""
     import torch
-    import yaml
 
     from miro_cli.common import registry
     from miro_core.data.atomic import write_json
@@ -56,7 +55,7 @@ def sample(
     prompts = read_prompts(prompt, prompts_file)
     targets = parse_float_map(reward, "--reward")
     negatives = parse_float_map(negative_reward, "--negative-reward")
-    options = {k: yaml.safe_load(v) for k, v in parse_key_values(strategy_option, "--strategy-option").items()}
+    options = parse_yaml_values(strategy_option, "--strategy-option")
     pipe = MiroPipeline.from_pretrained(run, device=device, weights=weights, registry=registry())
     generator = torch.Generator().manual_seed(seed)
     images = pipe(

@@ -28,17 +28,7 @@ def demo_prompts(count: int = 8) -> list[str]:
     return prompts
 
 
-def score_images(registry: Any, rewards: list[str], images: list[Any], captions: list[str]) -> dict[str, list[float]]:
-    scores: dict[str, list[float]] = {}
-    for name in rewards:
-        reward = registry.rewards.create(name)
-        reward.load()
-        scores[name] = [float(v) for v in reward.score(images, captions)]
-        reward.unload()
-    return scores
-
-
-def _mean(values: list[float]) -> float:
+def _mean(values: Any) -> float:
     import math
 
     finite = [v for v in values if math.isfinite(v)]
@@ -64,6 +54,7 @@ def run_demo(
     from miro_core.annotate import AnnotateConfig, Annotator
     from miro_core.bins import fit_bins
     from miro_core.config import build_config
+    from miro_core.evaluation import score_rewards
     from miro_core.grid import make_grid, stack_grid
     from miro_core.pipeline import MiroPipeline
     from miro_core.shapes.dataset import write_shapes_dataset
@@ -129,7 +120,7 @@ def run_demo(
     t0 = time.perf_counter()
     report_rewards: dict[str, dict[str, float]] = {}
     per_setting = {
-        setting: score_images(registry, DEMO_REWARDS, r["images"], r["captions"]) for setting, r in results.items()
+        setting: score_rewards(registry, DEMO_REWARDS, r["images"], r["captions"]) for setting, r in results.items()
     }
     for name in DEMO_REWARDS:
         report_rewards[name] = {s: round(_mean(per_setting[s][name]), 4) for s in per_setting}
