@@ -78,6 +78,10 @@ def evaluate(
     if bench:
         parts = ", ".join(f"{c} {v['accuracy']:.3f}" for c, v in bench["categories"].items())
         echo(f"{COMPOSITIONAL}: overall {bench['overall']:.3f} ({parts})")
+    recognition = summary.get("recognised_shapes")
+    if recognition and recognition["share"] is not None:
+        echo(f"recognisable shapes: {recognition['recognised']} of {recognition['objects']} objects "
+             f"({100 * recognition['share']:.1f}%)")
     best = summary.get("best_of_n")
     if best:
         curve = best["curves"][best["best_by"]]

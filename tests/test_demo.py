@@ -30,6 +30,13 @@ def test_tiny_demo_writes_grid_and_report(registry, tmp_path: Path):
         assert set(values) == {"high", "low"} and all(0.0 <= v <= 1.0 for v in values.values())
     assert set(stored["seconds"]) == {"data", "annotate", "bins", "train", "sample", "score"}
     assert stored["train_steps"] == 6
+    recognition = stored["recognised_shapes"]
+    assert set(recognition) == {"high", "low", "training data"}
+    assert recognition["high"]["images"] == 16 and recognition["training data"]["images"] == 16
+    # rendered training images are drawn exactly, so nearly every object in them is recognised
+    assert recognition["training data"]["share"] >= 0.9
+    assert "Recognisable shapes" in (out / "report.md").read_text()
+    assert stored["guidance_options"] == {"interval_start": 0.3}
     assert "| shapes-sharpness |" in (out / "report.md").read_text()
     # a second run reuses every finished stage
     again = run_demo(out, registry, samples=200, config=config, images_per_prompt=2, steps=3, log=lambda _: None)

@@ -233,6 +233,12 @@ def test_cli_eval_on_hand_made_image_folder(hand_made, tmp_path: Path):
     assert [r["shapes-alignment"] == 1.0 for r in rows] == truth
     summary = json.loads((out / "summary.json").read_text())
     assert summary["compositional"]["overall"] == pytest.approx(EXPECTED_OVERALL)
+    from miro_core.shapes.recognition import recognise
+
+    assert summary["recognised_shapes"] == recognise(images).as_json()
+    assert summary["recognised_shapes"]["share"] > 0.9  # hand-drawn shapes are recognised
+    assert "Recognisable shapes:" in (out / "summary.md").read_text()
+    assert "recognisable shapes:" in result.output
     table = {(r["metric"], r["category"]): r for r in pq.read_table(out / "summary.parquet").to_pylist()}
     assert table[("compositional", "overall")]["mean"] == pytest.approx(EXPECTED_OVERALL)
     assert table[("compositional", "two_objects")]["mean"] == 1.0

@@ -22,6 +22,7 @@ from miro_core.shapes.captions import (
 from miro_core.shapes.degrade import NAMES, apply_degradation, make_degradation
 from miro_core.shapes.detect import UNKNOWN, detect_shapes
 from miro_core.shapes.geometry import Box, relation_holds
+from miro_core.shapes.recognition import recognise
 from miro_core.shapes.render import draw_objects, place, to_image
 from miro_core.shapes.scene import SceneObject
 from miro_core.shapes.verify import verify
@@ -240,6 +241,19 @@ def test_detector_ignores_tiny_blobs_and_calls_misfits_unknown() -> None:
     for image in (bar, ell):
         detections = detect_shapes(image)
         assert len(detections) == 1 and detections[0].shape == UNKNOWN
+
+
+def test_recognition_counts_known_shapes_among_detected_objects() -> None:
+    scene = _scene(place("circle", "red", 2.5, 2.25, 11), place("square", "cyan", 18, 3, 10))
+    bar = np.full((32, 32, 3), 0.85, dtype=np.float32)
+    bar[14:19, 3:29] = (0.2, 0.3, 0.9)
+    blank = np.full((32, 32, 3), 0.5, dtype=np.float32)
+    counts = recognise([scene, bar, blank])
+    assert (counts.images, counts.objects, counts.recognised) == (3, 3, 2)
+    assert counts.share == pytest.approx(2 / 3)
+    assert counts.as_json() == {"images": 3, "objects": 3, "recognised": 2, "share": 0.6667}
+    nothing = recognise([blank])
+    assert np.isnan(nothing.share) and nothing.as_json()["share"] is None
 
 
 def test_verifier_scores_matching_captions_high_and_mismatched_low(world: list[ShapesSample]) -> None:
