@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miro_core.shapes.captions import KINDS, CaptionParseError, benchmark_prompts, caption_kind
+
+if TYPE_CHECKING:
+    from miro_core.shapes.verify import Verification
 
 #: The name of the benchmark on the command line (``miro eval --benchmark compositional``).
 BENCHMARK_NAME = "compositional"
@@ -42,22 +45,36 @@ def prompt_category(prompt: str) -> str:
         return OTHER
 
 
-def judge(images: Sequence[Any], prompts: Sequence[str]) -> list[bool | None]:
-    """GenEval's binary success per image: all of the prompt's claims hold in the image.
+def verify_all(images: Sequence[Any], prompts: Sequence[str]) -> list[Verification | None]:
+    """Each image verified against its prompt; ``None`` where the prompt is outside the shapes-world grammar.
 
-    ``None`` where the prompt is outside the shapes-world grammar (the verifier cannot judge it).
+    The verifications keep their detections, so callers that also count recognisable shapes
+    (``miro eval``) detect each image once.
     """
     from miro_core.shapes.verify import verify
 
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    out: list[bool | None] = []
+    out: list[Verification | None] = []
     for image, prompt in zip(images, prompts):
         try:
-            out.append(bool(verify(image, prompt).passed))
+            out.append(verify(image, prompt))
         except CaptionParseError:
             out.append(None)
     return out
+
+
+def outcomes(verifications: Sequence[Verification | None]) -> list[bool | None]:
+    """GenEval's binary success per image: all of the prompt's claims hold (``None``: not judged)."""
+    return [None if v is None else bool(v.passed) for v in verifications]
+
+
+def judge(images: Sequence[Any], prompts: Sequence[str]) -> list[bool | None]:
+    """GenEval's binary success per image: all of the prompt's claims hold in the image.
+
+    ``None`` where the prompt is outside the shapes-world grammar (the verifier cannot judge it).
+    """
+    return outcomes(verify_all(images, prompts))
 
 
 def _ordered(categories: Sequence[str]) -> list[str]:

@@ -167,18 +167,16 @@ def run_demo(
 
 
 def _training_images(data_dir: Path, count: int) -> list[Any]:
-    """The first ``count`` training images, as the reference for the recognised-shapes share."""
-    import io
-
-    from PIL import Image
-
+    """The first ``count`` decodable training images, as the reference for the recognised-shapes share."""
+    from miro_core.annotate import decode_sample
     from miro_core.data.shards import iter_shard, list_shards
 
     images: list[Any] = []
     for shard in list_shards(str(data_dir)):
         for sample in iter_shard(shard):
-            if sample.image_bytes is not None:
-                images.append(Image.open(io.BytesIO(sample.image_bytes)).convert("RGB"))
+            image, _ = decode_sample(sample)
+            if image is not None:
+                images.append(image.convert("RGB"))
             if len(images) >= count:
                 return images
     return images

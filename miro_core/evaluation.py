@@ -31,7 +31,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from miro_core.compositional import BENCHMARK_NAME, OTHER, benchmark_items, category_accuracy, judge, prompt_category
+from miro_core.compositional import (
+    BENCHMARK_NAME,
+    OTHER,
+    benchmark_items,
+    category_accuracy,
+    outcomes,
+    prompt_category,
+    verify_all,
+)
 from miro_core.data.atomic import atomic_open
 from miro_core.errors import ConfigError, DataError
 
@@ -625,14 +633,16 @@ def run_eval(cfg: EvalConfig, registry: Any, log: Callable[[str], None] = print)
                            device=cfg.device)
     seconds["score"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    passed = judge(data.images, data.prompts)
+    verifications = verify_all(data.images, data.prompts)
+    passed = outcomes(verifications)
     seconds[COMPOSITIONAL] = time.perf_counter() - t0
     summary = summarise(data, scores, passed)
     if summary[COMPOSITIONAL] is not None:
-        # shapes-world prompts: also how many drawn objects fit a known shape (drawing quality, caption-free)
-        from miro_core.shapes.recognition import recognise
+        # shapes-world prompts: also how many drawn objects fit a known shape (drawing quality, caption-free),
+        # from the detections the verifier already made
+        from miro_core.shapes.recognition import count_recognised
 
-        summary["recognised_shapes"] = recognise(data.images).as_json()
+        summary["recognised_shapes"] = count_recognised(v.detections for v in verifications if v is not None).as_json()
     if cfg.best_of is not None:
         best_by = cfg.selection_reward()
         assert best_by is not None

@@ -10,11 +10,11 @@ drawn; that is the alignment reward's job.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from miro_core.shapes.detect import UNKNOWN, detect_shapes
+from miro_core.shapes.detect import UNKNOWN, Detection, detect_shapes
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,16 @@ class Recognition:
         }
 
 
-def recognise(images: Iterable[Any]) -> Recognition:
-    """Detect the shapes in every image (PIL or array) and count how many fit a known shape."""
-    images_seen = objects = recognised = 0
-    for image in images:
-        detections = detect_shapes(image)
-        images_seen += 1
+def count_recognised(detections_per_image: Iterable[Sequence[Detection]]) -> Recognition:
+    """Count the objects, and those that fit a known shape, over each image's detections."""
+    images = objects = recognised = 0
+    for detections in detections_per_image:
+        images += 1
         objects += len(detections)
         recognised += sum(1 for d in detections if d.shape != UNKNOWN)
-    return Recognition(images_seen, objects, recognised)
+    return Recognition(images, objects, recognised)
+
+
+def recognise(images: Iterable[Any]) -> Recognition:
+    """Detect the shapes in every image (PIL or array) and count how many fit a known shape."""
+    return count_recognised(detect_shapes(image) for image in images)
