@@ -33,6 +33,9 @@ def train(
     latent_cache: str = typer.Option(None, "--latent-cache", help="Folder written by `miro encode` (default: found)."),
     seed: int = typer.Option(None, "--seed"),
     device: str = typer.Option(None, "--device", help="auto (accelerate decides) or cpu."),
+    mixed_precision: str = typer.Option(
+        None, "--mixed-precision", help="no, fp16, bf16 or auto (bf16 where the device runs it natively)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     stop_at_step: int = typer.Option(None, "--stop-at-step", help="Save and exit at this step (resume later)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -58,6 +61,7 @@ def train(
         "latent_cache": latent_cache,
         "seed": seed,
         "device": device,
+        "mixed_precision": mixed_precision,
     }
     cfg = build_config(TrainConfig, config, overrides)
     trainer = Trainer(cfg, registry(), progress=not quiet)

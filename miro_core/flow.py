@@ -14,16 +14,27 @@ TimeSampling = Literal["logit-normal", "uniform"]
 
 
 def sample_time(
-    batch: int, mode: TimeSampling = "logit-normal", generator: torch.Generator | None = None, device: str = "cpu"
+    batch: int,
+    mode: TimeSampling = "logit-normal",
+    generator: torch.Generator | None = None,
+    device: str = "cpu",
+    shift: float = 1.0,
 ) -> torch.Tensor:
-    """Training times in (0, 1)."""
+    """Training times in (0, 1); ``shift`` > 1 moves them towards noise, < 1 towards data (SD3's shift)."""
     if mode == "logit-normal":
         t = torch.sigmoid(torch.randn(batch, generator=generator))
     elif mode == "uniform":
         t = torch.rand(batch, generator=generator)
     else:
         raise ValueError(f"unknown time sampling {mode!r}; use logit-normal or uniform")
-    return t.to(device)
+    return shift_time(t, shift).to(device)
+
+
+def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """SD3's resolution shift ``s t / (1 + (s - 1) t)``: the same signal-to-noise ratio divided by ``s**2``."""
+    if shift <= 0:
+        raise ValueError(f"time shift must be positive, got {shift}")
+    return t if shift == 1.0 else shift * t / (1 + (shift - 1) * t)
 
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 
 from miro_core.conditioning import Conditioning
 from miro_core.flow import input_scale
+from miro_core.mixer_layer import MixerStack
 from miro_core.reward_encoder import FourierFeatures, RewardEncoder
 
 
@@ -51,10 +52,7 @@ class ConditionMixer(nn.Module):
         dim = spec.cond_dim
         self.text_proj = nn.Sequential(nn.LayerNorm(spec.text_dim), nn.Linear(spec.text_dim, dim))
         self.registers = nn.Parameter(torch.randn(spec.registers, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim, spec.cond_heads, dim_feedforward=4 * dim, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.blocks = nn.TransformerEncoder(layer, spec.mixer_layers, enable_nested_tensor=False)
+        self.blocks = MixerStack(dim, spec.cond_heads, spec.mixer_layers)
         self.norm = nn.LayerNorm(dim)
         self.text_pool = nn.Linear(dim, dim)
 
@@ -74,7 +72,7 @@ class ConditionMixer(nn.Module):
             masks.insert(0, torch.ones(b, reward_tokens.shape[1], dtype=torch.bool, device=text.device))
         tokens = torch.cat(parts, dim=1)
         mask = torch.cat(masks, dim=1)
-        tokens = self.norm(self.blocks(tokens, src_key_padding_mask=~mask))
+        tokens = self.norm(self.blocks(tokens, mask))
         weights = text_mask.to(text.dtype)[..., None]
         text_mean = (text * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         pooled = self.text_pool(text_mean)

@@ -49,6 +49,7 @@ class TrainConfig(BaseModel):
     text_dropout: float = 0.0
     # objective (section 5)
     time_sampling: Literal["logit-normal", "uniform"] = "logit-normal"
+    time_shift: float = 1.0
     loss_weighting: Literal["learned", "none"] = "learned"
     precondition: bool = True
     sigma_data: float = 0.5
@@ -64,7 +65,8 @@ class TrainConfig(BaseModel):
     ema_decay: float = 0.9999
     batch_size: int = 64
     grad_accumulation: int = 1
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # "auto": bf16 where the device runs it natively (see miro_core.low_precision), else float32
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"
     steps: int = 1000
     max_seconds: float | None = None
     seed: int = 0
@@ -153,6 +155,23 @@ class LRSchedule:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def allow_new_precision(mixed_precision: str) -> None:
+    """Let a second run in the same single process use another precision.
+
+    accelerate keeps one process-wide state and refuses a second ``Accelerator`` whose mixed precision
+    differs ("restart your runtime"), which breaks a float32 run followed by a bf16 run in one notebook or
+    study script. In a single, non-launched process nothing else shares that state, so it is cleared (with
+    accelerate's own reset, as its test utilities do); launched multi-process runs are left alone.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if not state or state.get("_mixed_precision") == mixed_precision:
+        return
+    if PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+
+
 def resolve_reward_keys(cfg: TrainConfig, registry: Any) -> tuple[list[str], Any]:
     """Which rewards to condition on, and the bins that turn scores into levels."""
     if cfg.no_rewards:
@@ -174,7 +193,11 @@ class Trainer:
     """One training run; ``run()`` returns the run folder."""
 
     def __init__(self, cfg: TrainConfig, registry: Any, progress: bool = True) -> None:
-        self.cfg = cfg
+        from miro_core.low_precision import resolve_mixed_precision
+
+        on_gpu = cfg.device == "auto" and torch.cuda.is_available()
+        precision = resolve_mixed_precision(cfg.mixed_precision, "cuda" if on_gpu else "cpu")
+        self.cfg = cfg.model_copy(update={"mixed_precision": precision})  # config.json records the choice
         self.registry = registry
         self.show_progress = progress
         self.run_dir = Path(cfg.out)
@@ -213,6 +236,7 @@ class Trainer:
         from miro_core.training_data import load_training_data
 
         cfg = self.cfg
+        allow_new_precision(cfg.mixed_precision)
         accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.grad_accumulation,
@@ -355,7 +379,8 @@ class Trainer:
                         mine = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
                         x0 = data.x0(idx).to(device)
                         noise = torch.randn((world * cfg.batch_size, *x0.shape[1:]), generator=gen)[mine].to(device)
-                        t = sample_time(world * cfg.batch_size, cfg.time_sampling, gen)[mine].to(device)
+                        times = sample_time(world * cfg.batch_size, cfg.time_sampling, gen, shift=cfg.time_shift)
+                        t = times[mine].to(device)
                         caption = data.caption_index[idx]
                         if cfg.text_dropout > 0:
                             dropped = (torch.rand(world * cfg.batch_size, generator=gen) < cfg.text_dropout)[mine]

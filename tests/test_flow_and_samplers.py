@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from miro_core.flow import input_scale, interpolate, per_sample_mse, sample_time, velocity_target
+from miro_core.flow import input_scale, interpolate, per_sample_mse, sample_time, shift_time, velocity_target
 
 
 def test_path_endpoints_and_target():
@@ -30,6 +31,22 @@ def test_time_sampling_distributions():
     logits = torch.log(logit_normal / (1 - logit_normal))
     assert abs(logits.mean()) < 0.03 and abs(logits.std() - 1) < 0.03
     assert abs(uniform.mean() - 0.5) < 0.01 and abs(uniform.var() - 1 / 12) < 0.003
+
+
+def test_time_shift_matches_sd3_formula():
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    # s t / (1 + (s - 1) t) by hand for s = 2 and s = 0.5
+    assert torch.allclose(shift_time(t, 2.0), torch.tensor([0.0, 0.4, 2 / 3, 1.0]))
+    assert torch.allclose(shift_time(t, 0.5), torch.tensor([0.0, 1 / 7, 1 / 3, 1.0]))
+    assert torch.equal(shift_time(t, 1.0), t)
+    # the shift divides the signal-to-noise ratio ((1 - t) / t)^2 by s^2
+    snr = lambda x: ((1 - x) / x) ** 2  # noqa: E731
+    assert torch.isclose(snr(shift_time(torch.tensor(0.3), 3.0)), snr(torch.tensor(0.3)) / 9)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    shifted = sample_time(100, "logit-normal", g1, shift=2.0)
+    assert torch.allclose(shifted, shift_time(sample_time(100, "logit-normal", g2), 2.0))
+    with pytest.raises(ValueError, match="positive"):
+        shift_time(t, 0.0)
 
 
 def test_input_scale_normalises_x_t():
