@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers import SD3Transformer2DModel
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from miro_core.conditioning import Conditioning
+from miro_core.low_precision import attention
 
 
 class MaskedJointAttnProcessor:
@@ -66,7 +66,7 @@ class MaskedJointAttnProcessor:
                 keep_image = torch.ones(batch, image_len, dtype=torch.bool, device=attention_mask.device)
                 sdpa_mask = torch.cat([keep_image, attention_mask.bool()], dim=1)[:, None, None, :]
 
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=sdpa_mask)
+        out = attention(query, key, value, sdpa_mask)  # float32 under CPU bf16 (miro_core.low_precision)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * out.shape[-1]).to(query.dtype)
 
         if encoder_hidden_states is None:
