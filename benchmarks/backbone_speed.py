@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+
+from timing import call_durations
 
 
 def measure(backbone, spec, batch: int, cond_len: int, steps: int, warmup: int) -> dict:
@@ -44,13 +45,7 @@ def measure(backbone, spec, batch: int, cond_len: int, steps: int, warmup: int) 
         optimizer.step()
         return loss.item()
 
-    for _ in range(warmup):
-        step()
-    durations = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        durations.append(time.perf_counter() - start)
+    durations = call_durations(step, steps, warmup)
     median = statistics.median(durations)
     return {
         "backbone": backbone.name,

@@ -14,19 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
+
+from timing import call_durations
 
 
 def median_ms(fn: Callable[[], None], repeats: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(1000 * statistics.median(times), 2)
+    return round(1000 * statistics.median(call_durations(fn, repeats, warmup)), 2)
 
 
 def op_timings(batch: int, repeats: int) -> dict[str, dict[str, float]]:

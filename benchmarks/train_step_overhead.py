@@ -15,8 +15,9 @@ import json
 import resource
 import statistics
 import tempfile
-import time
 from pathlib import Path
+
+from timing import call_durations
 
 
 def peak_rss_mib() -> float:
@@ -44,14 +45,7 @@ def bare_loop_durations(model, optimizer, data, batch_size: int, warmup: int, st
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    durations = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        durations.append(time.perf_counter() - start)
-    return durations
+    return call_durations(step, steps, warmup)
 
 
 def main() -> None:

@@ -155,6 +155,11 @@ class LRSchedule:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def runs_on_cpu(cfg: TrainConfig) -> bool:
+    """CPU when asked for or when no GPU is visible (accelerate's ``cpu=`` flag)."""
+    return cfg.device == "cpu" or not torch.cuda.is_available()
+
+
 def allow_new_precision(mixed_precision: str) -> None:
     """Let a second run in the same single process use another precision.
 
@@ -195,8 +200,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, registry: Any, progress: bool = True) -> None:
         from miro_core.low_precision import resolve_mixed_precision
 
-        on_gpu = cfg.device == "auto" and torch.cuda.is_available()
-        precision = resolve_mixed_precision(cfg.mixed_precision, "cuda" if on_gpu else "cpu")
+        precision = resolve_mixed_precision(cfg.mixed_precision, "cpu" if runs_on_cpu(cfg) else "cuda")
         self.cfg = cfg.model_copy(update={"mixed_precision": precision})  # config.json records the choice
         self.registry = registry
         self.show_progress = progress
@@ -240,7 +244,7 @@ class Trainer:
         accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.grad_accumulation,
-            cpu=cfg.device == "cpu" or not torch.cuda.is_available(),
+            cpu=runs_on_cpu(cfg),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
         )
         self.accelerator = accelerator
