@@ -137,3 +137,22 @@ class Registry:
     @property
     def failures(self) -> list[PluginInfo]:
         return [p for p in self.plugins if p.error]
+
+    def provenance(self, table: str, name: str) -> dict[str, str]:
+        """Which code a component is: recorded next to every output it contributes to.
+
+        ``table`` is a Registry attribute (``"rewards"``, ``"binners"``, ...). Returns the component's
+        name and version, the plugin (entry point) that registered it, and that plugin's distribution
+        and distribution version, so an output folder shows exactly which installed code produced it.
+        """
+        components: ComponentTable[Any] = getattr(self, table)
+        cls = components.get(name)
+        plugin = components.provider(name)
+        info = next((p for p in self.plugins if p.name == plugin and not p.error), None)
+        return {
+            "name": name,
+            "version": str(cls.version),
+            "plugin": plugin,
+            "distribution": info.distribution if info else "?",
+            "distribution_version": info.version if info else "?",
+        }

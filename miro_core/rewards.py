@@ -2,13 +2,20 @@
 
 A reward plugin subclasses :class:`RewardModel`. The annotation engine decodes every image once per
 batch and hands the same decoded images to every reward, so a reward must not modify them.
+
+On an accelerator the CPU work before a reward's forward pass (decoding, resizing, cropping,
+normalising, tokenising) must overlap the device's work on the previous batch. A reward that splits
+itself into ``prepare`` (per sample, CPU only, run in DataLoader worker processes on an unloaded copy
+of the reward) and ``score_prepared`` (per batch, on the loaded model in the main process) gets that
+overlap; a reward that only implements ``score`` keeps working, with its preprocessing in the main
+process.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from miro_core.component import Component, ComponentOptions
 
@@ -52,3 +59,23 @@ class RewardModel(Component):
     @abstractmethod
     def score(self, images: Sequence[Image], captions: Sequence[str]) -> Sequence[float]:
         """Score a batch: one float per (image, caption) pair, NaN where it cannot."""
+
+    def prepare(self, image: Image, caption: str) -> Any:
+        """Optional: the CPU preprocessing of one sample, run in a DataLoader worker.
+
+        Called on a copy of the reward that has NOT been loaded (no weights; only ``options``), in another
+        process, so it must read only its options and light files, and return something picklable (numpy
+        arrays, tensors, token id lists). Must not modify ``image``. Implement it together with
+        :meth:`score_prepared`; ``score(images, captions)`` must equal
+        ``score_prepared([prepare(i, c) for i, c in zip(images, captions)])``.
+        """
+        raise NotImplementedError
+
+    def score_prepared(self, prepared: Sequence[Any]) -> Sequence[float]:
+        """Optional: score a batch of :meth:`prepare` outputs on the loaded model, one float per item."""
+        raise NotImplementedError
+
+    @classmethod
+    def prepares_in_workers(cls) -> bool:
+        """Whether this reward implements :meth:`prepare` and :meth:`score_prepared` (both are needed)."""
+        return cls.prepare is not RewardModel.prepare and cls.score_prepared is not RewardModel.score_prepared
