@@ -16,6 +16,21 @@ non-square RGB images. Differences from the real models, stated in the output:
   sibling: same design, T5-XL width) is timed in bfloat16, and the XXL weight memory is computed from its
   parameter count (meta-device model, nothing allocated).
 - Tokenizers are synthetic vocabularies of the real kind (the real CLIP BPE for the CLIP models).
+
+Annotation throughput (``--annotate``): the whole ``miro annotate`` engine (reading shards, decoding,
+reward preprocessing in DataLoader workers, scoring, writing tables) on a dataset it writes once, for each
+``--workers`` value, interleaved and repeated in fresh subprocesses; it reports images/s (wall time,
+loading included, and the scoring loop alone) and the device-wait share (the share of the scoring loop
+spent waiting for the next batch):
+
+    .venv/bin/python benchmarks/reward_throughput.py --annotate shapes --samples 5000 --workers 0,1
+    .venv/bin/python benchmarks/reward_throughput.py --annotate aesthetic --samples 192 --workers 0,1 \
+        --batch-size 16
+
+``shapes`` annotates shapes-world samples (32 px) with the three shapes rewards; ``aesthetic`` annotates
+640x480 JPEGs with the LAION aesthetic predictor at its real size (CLIP ViT-L/14 image tower, 304M
+parameters) built with random weights (no checkpoint offline), through the plugin's own ``prepare`` and
+``score_prepared``.
 """
 
 from __future__ import annotations
@@ -107,92 +122,44 @@ def vit_h14_clip_config() -> Any:
     )
 
 
+_FILES: list[Any] = []  # temporary checkpoint folders, kept while their tensors are memory-mapped
+
+
 def build(name: str) -> tuple[Any, str]:
-    """(reward with real-size random weights loaded, note on what was measured)."""
+    """(reward with real-size random weights loaded, note on what was measured).
+
+    The weights are written in the release's file layout (benchmarks/reward_memory.py) and loaded through
+    the plugin's own ``load``; jina-clip, whose model is remote code, is a same-size stand-in.
+    """
+    import tempfile
+    from pathlib import Path
+
     import torch
 
     from miro_core.plugins import build_registry
 
-    reward = build_registry().rewards.create(name, {})
-    reward.device, reward.dtype = "cpu", torch.float32
-    note = "real architecture, random weights, float32"
-    if name == "aesthetic":
-        from miro_reward_aesthetic.reward import LoadedAesthetic
-        from miro_reward_common.heads import build_linear_head
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        cfg = CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=224,
-            patch_size=14,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-        )
-        reward.model = LoadedAesthetic(CLIPVisionModelWithProjection(cfg).eval(), build_linear_head(768), 224)
-    elif name == "hpsv2":
-        import open_clip
+    registry = build_registry()
+    if name == "jina-clip":
         from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        from miro_reward_hpsv2.reward import LoadedHPS
-        from open_clip.model import CLIP
-        from open_clip.tokenizer import SimpleTokenizer
+        from miro_reward_jina_clip.reward import JinaPreprocessing
 
-        model = CLIP(**open_clip.get_model_config("ViT-H-14")).eval()
-        reward.model = LoadedHPS(model, SimpleTokenizer(), 224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-    elif name == "imagereward":
-        from miro_reward_common.heads import build_linear_head
-        from miro_reward_imagereward.reward import LoadedImageReward, text_config
-        from transformers import BlipTextModel, BlipVisionConfig, BlipVisionModel
+        reward = registry.rewards.create(name, {})
+        reward.device, reward.dtype = "cpu", torch.float32
+        reward._preprocessing = JinaPreprocessing(Path("."), xlmr_tokenizer(), 512, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        reward.model = JinaStandIn().eval()
+        return reward, "same-size stand-in (EVA02-L/14 @512 + 24x1024 XLM-R, 250k vocab), random weights, float32"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from reward_memory import write
 
-        vcfg = BlipVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=224,
-            patch_size=16,
-            layer_norm_eps=1e-6,
-        )
-        med = {
-            "vocab_size": 30524,
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "max_position_embeddings": 512,
-        }
-        tokenizer = bert_tokenizer()
-        tokenizer.add_special_tokens({"bos_token": "[DEC]"})
-        tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
-        reward.model = LoadedImageReward(
-            BlipVisionModel(vcfg).eval(),
-            BlipTextModel(text_config(med, 1024), add_pooling_layer=False).eval(),
-            build_linear_head(768),
-            tokenizer,
-            224,
-        )
-    elif name in ("pickscore", "sciscore"):
-        from miro_reward_common.clip_scorer import ImageSettings, LoadedCLIP
-        from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        from transformers import CLIPModel
-
-        settings = ImageSettings(224, 224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 3)
-        reward.model = LoadedCLIP(CLIPModel(vit_h14_clip_config()).eval(), clip_tokenizer(), settings)
-    elif name == "jina-clip":
-        from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        from miro_reward_jina_clip.reward import LoadedJina
-
-        reward.model = LoadedJina(JinaStandIn().eval(), xlmr_tokenizer(), 512, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-        note = "same-size stand-in (EVA02-L/14 @512 + 24x1024 XLM-R, 250k vocab), random weights, float32"
-    elif name == "vqascore":
-        reward.dtype = torch.bfloat16
-        reward.model = clip_flant5("xl", torch.bfloat16)
-        note = "CLIP-FlanT5-XL (XXL does not fit 24 GiB), random weights, bfloat16"
-    else:
-        raise SystemExit(f"unknown reward {name}")
-    return reward, note
+    folder = tempfile.TemporaryDirectory(prefix=f"miro-throughput-{name}-")
+    _FILES.append(folder)
+    options = write(name, Path(folder.name), "xl")
+    reward = registry.rewards.create(name, options)
+    if name == "vqascore":
+        reward.load("cpu", "bfloat16")
+        return reward, "CLIP-FlanT5-XL (XXL does not fit 24 GiB), random weights, bfloat16"
+    reward.load("cpu", "float32")
+    return reward, "real architecture, random weights in the release layout, float32"
 
 
 def t5_config(size: str) -> Any:
@@ -221,21 +188,6 @@ def clip_l14_336() -> Any:
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(**CLIP_L14_336)
-
-
-def clip_flant5(size: str, dtype: Any) -> Any:
-    from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-    from miro_reward_vqascore.reward import LoadedVQA, build_projector
-    from transformers import CLIPVisionModel, T5ForConditionalGeneration
-
-    config = t5_config(size)
-    t5 = T5ForConditionalGeneration._from_config(config, dtype=dtype).eval()
-    vision = CLIPVisionModel._from_config(clip_l14_336(), dtype=dtype).eval()
-    projector = build_projector("mlp2x_gelu", 1024, config.d_model).to(dtype).eval()
-    tokenizer = t5_tokenizer()
-    return LoadedVQA(
-        t5, vision, projector, tokenizer, len(tokenizer), -2, "patch", 336, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-    )
 
 
 def xxl_parameters() -> int:
@@ -304,9 +256,10 @@ def child(name: str, batch_size: int, batches: int, threads: int) -> dict[str, A
     t0 = time.perf_counter()
     reward, note = build(name)
     build_s = time.perf_counter() - t0
-    params = sum(
-        p.numel() for m in vars(reward.model).values() if isinstance(m, torch.nn.Module) for p in m.parameters()
-    )
+    models = [reward.model] if isinstance(reward.model, torch.nn.Module) else [
+        m for m in vars(reward.model).values() if isinstance(m, torch.nn.Module)
+    ]
+    params = sum(p.numel() for m in models for p in m.parameters())
     images, captions = images_and_captions(batch_size)
     reward.score(images, captions)  # warm-up
     t0 = time.perf_counter()
@@ -340,7 +293,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--annotate", choices=["shapes", "aesthetic"], default=None)
+    parser.add_argument("--samples", type=int, default=5000, help="--annotate: dataset size")
+    parser.add_argument("--workers", default="0,1", help="--annotate: worker counts to compare")
+    parser.add_argument("--repeats", type=int, default=2, help="--annotate: rounds (interleaved)")
+    parser.add_argument("--workdir", default=None, help="--annotate: where the dataset is cached")
+    parser.add_argument("--annotate-child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.annotate_child:
+        kind, data, workers = args.annotate_child
+        print(json.dumps(annotate_child(kind, data, int(workers), args.batch_size, args.threads)))
+        return
+    if args.annotate:
+        annotate_benchmark(args)
+        return
     if args.child:
         print(json.dumps(child(args.child, args.batch_size, args.batches, args.threads)))
         return
@@ -359,6 +325,140 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
+
+
+# -- annotation throughput -------------------------------------------------------------------------
+def random_aesthetic() -> Any:
+    """The registered ``aesthetic`` reward at real size with random weights (no files needed)."""
+    from pathlib import Path
+
+    from miro_reward_aesthetic.reward import AestheticPreprocessing, LoadedAesthetic
+    from miro_reward_common.heads import build_linear_head
+    from transformers import CLIPConfig, CLIPVisionModelWithProjection
+
+    from miro_core.plugins import build_registry
+
+    base = build_registry().rewards.get("aesthetic")
+
+    class RandomAesthetic(base):  # type: ignore[valid-type,misc]
+        def _build_preprocessing(self) -> Any:
+            vision = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                      "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "hidden_act": "quick_gelu"}
+            config = CLIPConfig(vision_config=vision, projection_dim=768)
+            return AestheticPreprocessing(Path("."), config, 224)
+
+        def _load(self, device: str, dtype: Any) -> Any:
+            torch.manual_seed(0)
+            vision = self.preprocessing.config.vision_config
+            vision.projection_dim = 768
+            clip = CLIPVisionModelWithProjection(vision).eval().to(device=device, dtype=dtype)
+            return LoadedAesthetic(clip=clip, head=build_linear_head(768).eval().to(device))
+
+    return RandomAesthetic()
+
+
+def write_annotation_data(kind: str, folder: str, samples: int) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from miro_core.data.shards import write_index
+    from miro_core.shapes.dataset import write_shapes_dataset
+
+    if kind == "shapes":
+        write_shapes_dataset(folder, n=samples, seed=0, progress=False)
+        return
+    import tarfile
+    from pathlib import Path
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    shards = []
+    for start in range(0, samples, 50):
+        name = f"photos-{start // 50:06d}"
+        with tarfile.open(f"{folder}/{name}.tar", "w") as tar:
+            count = min(50, samples - start)
+            for i in range(start, start + count):
+                base = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # smooth, photo-like after upsampling
+                image = Image.fromarray(base).resize((640, 480), Image.Resampling.BICUBIC)
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=90)
+                for member, payload in ((f"{i:07d}.jpg", buffer.getvalue()), (f"{i:07d}.txt", b"a photo")):
+                    info = tarfile.TarInfo(member)
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+        shards.append({"name": name, "file": f"{name}.tar", "samples": count})
+    write_index(folder, shards, {"generator": "reward_throughput photos", "samples": samples})
+
+
+def annotate_child(kind: str, data: str, workers: int, batch_size: int, threads: int) -> dict[str, Any]:
+    import tempfile
+
+    from miro_core.annotate import AnnotateConfig, Annotator
+    from miro_core.plugins import build_registry
+
+    torch.set_num_threads(threads)
+    if kind == "shapes":
+        names = ["shapes-alignment", "shapes-aesthetic", "shapes-sharpness"]
+        rewards = [build_registry().rewards.create(n) for n in names]
+    else:
+        rewards = [random_aesthetic()]
+    with tempfile.TemporaryDirectory() as out:
+        cfg = AnnotateConfig(data=data, out=out, rewards=[r.name for r in rewards], workers=workers,
+                             batch_size=batch_size)
+        record = Annotator(cfg, rewards).run().stats.as_json()
+    return {
+        "annotate": kind,
+        "workers": workers,
+        "samples": record["samples"],
+        "wall_s": record["wall_seconds"],
+        "load_s": record["load_seconds"],
+        "images_per_s": record["images_per_second"],
+        "loop_images_per_s": record["loop_images_per_second"],
+        "device_wait_share": record["device_wait_share"],
+        "decode_s": record["decode_seconds"],
+        "prepare_s": record["prepare_seconds"],
+        "reward_s": record["reward_seconds"],
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+        "threads": threads,
+    }
+
+
+def annotate_benchmark(args: argparse.Namespace) -> None:
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    workdir = Path(args.workdir or tempfile.gettempdir()) / f"miro-annotate-bench-{args.annotate}-{args.samples}"
+    if not (workdir / "index.json").exists():
+        write_annotation_data(args.annotate, str(workdir), args.samples)
+    batch = args.batch_size if args.annotate == "aesthetic" else max(args.batch_size, 64)
+    counts = [int(w) for w in args.workers.split(",")]
+    runs: dict[int, list[dict[str, Any]]] = {w: [] for w in counts}
+    for _ in range(args.repeats):
+        for workers in counts:
+            cmd = [sys.executable, __file__, "--annotate-child", args.annotate, str(workdir), str(workers),
+                   "--batch-size", str(batch), "--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"workers={workers} failed:\n{proc.stderr[-3000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs[workers].append(result)
+            print(json.dumps(result), flush=True)
+    summary = []
+    for workers, results in runs.items():
+        summary.append({
+            "annotate": args.annotate, "samples": args.samples, "workers": workers, "batch_size": batch,
+            "median_images_per_s": statistics.median(r["images_per_s"] for r in results),
+            "median_loop_images_per_s": statistics.median(r["loop_images_per_s"] for r in results),
+            "median_device_wait_share": statistics.median(r["device_wait_share"] for r in results),
+            "runs": len(results),
+        })
+        print(json.dumps(summary[-1]), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"runs": runs, "summary": summary}, handle, indent=2)
 
 
 if __name__ == "__main__":

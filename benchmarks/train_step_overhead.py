@@ -1,9 +1,10 @@
 """Framework overhead of a training step: `miro train`'s loop against a bare PyTorch loop.
 
 Both train the same MiroModel (same backbone, conditioning, batch and AdamW settings) on the same
-in-memory data; the bare loop is minRF-style (no accelerate, no EMA, no logging, no checkpoints).
-The framework loop includes everything `miro train` does per step (accelerate, EMA, learned loss
-weighting, LR schedule, gradient clipping, tensorboard). Prints steps/s, overhead and peak memory.
+records; the bare loop is minRF-style (no accelerate, no EMA, no logging, no checkpoints) and cycles
+through batches read into memory beforehand. The framework loop includes everything `miro train` does
+per step (the streaming DataLoader, accelerate, EMA, learned loss weighting, LR schedule, gradient
+clipping, tensorboard). Prints steps/s, overhead and peak memory.
 
     .venv/bin/python benchmarks/train_step_overhead.py [--steps 60] [--batch-size 32] [--backbone hybrid-small]
 """
@@ -24,22 +25,38 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bare_loop_durations(model, optimizer, data, batch_size: int, warmup: int, steps: int) -> list[float]:
+def preloaded_batches(run_dir: Path, registry, batch_size: int, count: int = 32) -> list[dict]:
+    """``count`` batches read from the run's records into memory (the bare loop does no data loading)."""
+    from miro_core.bins import BinsFile
+    from miro_core.records.layout import read_records
+    from miro_core.records.order import ShuffledOrder, StepSampler
+    from miro_core.records.reader import Collate, RecordDataset, make_loader
+
+    config = json.loads((run_dir / "config.json").read_text())
+    info = read_records(config["data"]["records"])
+    bins = BinsFile.load(str(run_dir / "bins.json"), registry)
+    sampler = StepSampler(ShuffledOrder(info.shard_sizes, seed=0), batch_size, stop_step=count)
+    return list(make_loader(RecordDataset(info), sampler, Collate(config["reward_keys"], bins), workers=0))
+
+
+def bare_loop_durations(model, optimizer, batches: list[dict], warmup: int, steps: int) -> list[float]:
     """Per-step seconds of a minRF-style loop: sample, interpolate, predict, MSE, backward, step."""
     import torch
 
     from miro_core.flow import interpolate, per_sample_mse, sample_time, velocity_target
+    from miro_core.records.reader import model_input
 
     generator = torch.Generator().manual_seed(0)
+    position = 0
 
     def step() -> None:
-        idx = torch.randint(0, len(data), (batch_size,), generator=generator)
-        x0 = data.x0(idx)
+        nonlocal position
+        batch = batches[position % len(batches)]
+        position += 1
+        x0 = model_input(batch["input"])
         noise = torch.randn(x0.shape, generator=generator)
-        t = sample_time(batch_size, "logit-normal", generator)
-        caption = data.caption_index[idx]
-        tokens, mask = data.text_tokens[caption].float(), data.text_mask[caption]
-        v = model(interpolate(x0, noise, t), t, tokens, mask, data.levels[idx])
+        t = sample_time(x0.shape[0], "logit-normal", generator)
+        v = model(interpolate(x0, noise, t), t, batch["tokens"].float(), batch["mask"], batch["levels"])
         loss = per_sample_mse(v, velocity_target(x0, noise)).mean()
         loss.backward()
         optimizer.step()
@@ -82,7 +99,7 @@ def main() -> None:
     def config(out: str, steps: int) -> TrainConfig:
         return TrainConfig(
             data=str(work / "ann"), bins=str(work / "bins.json"), out=out, backbone=args.backbone,
-            batch_size=args.batch_size, steps=steps, warmup_steps=5, save_every=0, log_every=10, device="cpu",
+            batch_size=args.batch_size, steps=steps, warmup_steps=5, save_every=10**9, log_every=10, device="cpu",
         )
 
     framework_steps: list[float] = []
@@ -100,7 +117,8 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(spec, registry)
         optimizer = make_optimizer(config("unused", 1), model)
-        bare_steps += bare_loop_durations(model, optimizer, full.data, args.batch_size, args.warmup, args.steps)
+        batches = preloaded_batches(Path(full.run_dir), registry, args.batch_size)
+        bare_steps += bare_loop_durations(model, optimizer, batches, args.warmup, args.steps)
 
     # Medians are robust to other processes stealing the CPU for a moment.
     framework, bare = 1 / statistics.median(framework_steps), 1 / statistics.median(bare_steps)

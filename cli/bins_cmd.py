@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from miro_cli.common import echo, registry, split_names, table_console, user_errors
+from miro_cli.common import echo, parse_yaml_values, registry, split_names, table_console, user_errors
 
 bins_app = typer.Typer(help="Fit and inspect reward bins.", no_args_is_help=True)
 
@@ -18,16 +18,22 @@ def attach(app: typer.Typer) -> None:
 def fit(
     annotations: str = typer.Argument(..., help="Annotation folder written by `miro annotate`."),
     out: str = typer.Option(..., "--out", help="Bins JSON file to write."),
-    bins: int = typer.Option(64, "--bins", min=2, help="Bins per reward (MIRO: 64)."),
+    bins: int = typer.Option(64, "--bins", min=2, max=4096, help="Bins per reward (MIRO: 64)."),
     strategy: str = typer.Option("quantile", "--strategy", help="quantile (MIRO) or uniform, or a plugin binner."),
     sample: int = typer.Option(100_000, "--sample", min=1, help="Rows sampled to estimate the edges."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0),
     rewards: str = typer.Option(None, "--rewards", help="Only these reward columns (default: all)."),
     ties: str = typer.Option("released", "--ties", help="released (MIRO's rule) or spread (for tied scores)."),
+    binner_option: list[str] = typer.Option(
+        [], "--binner-option", help="KEY=VALUE option of the binner (a plugin binner's own options), repeatable."
+    ),
 ) -> None:
     """Fit per-reward bin edges and write them with summary statistics."""
     from miro_core.bins import fit_bins
+    from miro_core.errors import ConfigError
 
+    if ties not in ("released", "spread"):
+        raise ConfigError(f"--ties {ties}: choose released or spread")
     fitted = fit_bins(
         annotations,
         num_bins=bins,
@@ -37,6 +43,7 @@ def fit(
         rewards=split_names(rewards) or None,
         ties=ties,
         registry=registry(),
+        binner_options=parse_yaml_values(binner_option, "--binner-option"),
     )
     fitted.save(out)
     for name, stats in fitted.stats.items():
@@ -58,7 +65,9 @@ def show(path: str = typer.Argument(..., help="Bins JSON file.")) -> None:
     from miro_core.bins import BinsFile
 
     fitted = BinsFile.load(path, registry(warn=False))
-    table = Table(title=f"{path}: {fitted.strategy}, {fitted.num_bins} bins")
+    binner = fitted.meta.get("binner") if isinstance(fitted.meta.get("binner"), dict) else {}
+    fitted_by = f" (fitted by {binner.get('distribution')} {binner.get('distribution_version')})" if binner else ""
+    table = Table(title=f"{path}: {fitted.strategy}, {fitted.num_bins} bins{fitted_by}")
     for column in ("reward", "count", "missing", "mean", "std", "min", "max", "levels used", "level histogram"):
         table.add_column(column)
     for name, stats in fitted.stats.items():

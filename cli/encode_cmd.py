@@ -1,4 +1,4 @@
-"""``miro encode``: cache image latents per shard with an autoencoder, so training never runs the VAE."""
+"""``miro encode``: write training records (model input, text tokens, raw scores) once, per input shard."""
 
 from __future__ import annotations
 
@@ -13,39 +13,66 @@ def attach(app: typer.Typer) -> None:
 
 @user_errors
 def encode(
-    data: str = typer.Argument(..., help="Annotation folder (or shards) whose images to encode."),
-    autoencoder: str = typer.Option("sdxl-vae", "--autoencoder", help="Autoencoder plugin, e.g. sdxl-vae."),
+    data: str = typer.Argument(..., help="Annotation folder (or bare shards) to encode; local or any fsspec URL."),
+    out: str = typer.Option(
+        None, "--out", help="Records folder (default: cache/records/<settings> next to the annotations)."
+    ),
+    autoencoder: str = typer.Option(
+        "sdxl-vae", "--autoencoder", help="pixels (small images) or an autoencoder plugin, e.g. sdxl-vae."
+    ),
     autoencoder_option: list[str] = typer.Option(
         [], "--autoencoder-option", help="KEY=VALUE option of the autoencoder (repeatable), e.g. checkpoint=DIR."
     ),
     image_size: int = typer.Option(256, "--image-size", min=1, help="Images are resized and centre-cropped to it."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
-    device: str = typer.Option("cpu", "--device", help="Where the autoencoder runs (cpu, cuda, ...)."),
-    out: str = typer.Option(
-        None, "--out", help="Cache folder (default: cache/latents/<autoencoder>-<size> next to the annotations)."
+    text_encoder: str = typer.Option("minilm", "--text-encoder", help="Text encoder plugin, e.g. t5, clip-text."),
+    text_encoder_option: list[str] = typer.Option(
+        [], "--text-encoder-option", help="KEY=VALUE option of the text encoder (repeatable), e.g. max_length=64."
     ),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader processes decoding and resizing images."),
+    device: str = typer.Option("cpu", "--device", help="Where the autoencoder and text encoder run (cpu, cuda)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Encode every shard's images to latents (one safetensors file per shard); resumable."""
+    """Encode every input shard into a records shard; resumable, split across `accelerate launch` processes."""
     import os
 
-    from miro_core.encode import EncodeConfig, LatentEncoder
+    from miro_cli.annotate_cmd import distributed_rank
+    from miro_cli.common import parse_yaml_values
+    from miro_core.encode import EncodeConfig, RecordEncoder
 
+    rank, world = distributed_rank(device)
+    if world > 1 and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # one device per launched process
     cfg = EncodeConfig(
         data=data,
+        out=out,
         autoencoder=autoencoder,
         autoencoder_options=parse_key_values(autoencoder_option, "--autoencoder-option"),
         image_size=image_size,
+        text_encoder=text_encoder,
+        text_encoder_options=parse_yaml_values(text_encoder_option, "--text-encoder-option"),
         batch_size=batch_size,
+        workers=workers,
         device=device,
-        out=out,
     )
+    barrier = _barrier(device) if world > 1 else (lambda: None)
     progress = not quiet and not os.environ.get("MIRO_NO_PROGRESS")
-    encoder = LatentEncoder(cfg, registry(), progress=progress)
+    encoder = RecordEncoder(cfg, registry(), progress=progress, rank=rank, world_size=world, barrier=barrier)
     folder = encoder.run()
-    index = encoder.index
-    shape = "x".join(str(v) for v in index["latent_shape"])
+    summary = encoder.summary.as_json()
+    prefix = f"[rank {rank}] " if world > 1 else ""
+    waited = 100 * (summary["device_wait_share"] or 0)
     echo(
-        f"encoded {len(encoder.written)} shard(s), skipped {len(encoder.skipped)} already done; "
-        f"{index['samples']} latents of shape {shape} in {folder}"
+        f"{prefix}encoded {summary['shards_written']} shard(s), skipped {summary['shards_skipped']} already done; "
+        f"{summary['samples']} samples ({summary['skipped']} undecodable) in {summary['wall_seconds']:.1f}s: "
+        f"{summary['images_per_second'] or 0:.1f} images/s, device waited {waited:.0f}% of the time; "
+        f"records in {folder}"
     )
+
+
+def _barrier(device: str):  # noqa: ANN202 - a plain callable
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    return state.wait_for_everyone

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from miro_cli.common import echo, parse_float_map, registry, split_names, user_errors
+from miro_cli.common import (
+    echo,
+    local_path,
+    parse_float_map,
+    parse_yaml_values,
+    registry,
+    split_names,
+    user_errors,
+)
+from miro_core.errors import ConfigError
 
 
 def attach(app: typer.Typer) -> None:
@@ -19,7 +28,9 @@ def evaluate(
     source: Path = typer.Argument(..., help="Run folder (`miro train`) or image folder (`miro sample` output)."),
     out: Path = typer.Option(..., "--out", help="Folder for rows, summary tables, config and images."),
     rewards: str = typer.Option(
-        "shapes-alignment,shapes-aesthetic,shapes-sharpness", "--rewards", help="Comma-separated reward plugins."
+        None, "--rewards",
+        help="Comma-separated reward plugins (default: the rewards the run was trained on, when they load offline; "
+        "else the shapes-world rewards, saying so).",
     ),
     prompts: Path = typer.Option(None, "--prompts", help="Prompt file: one per line, or JSON lines."),
     benchmark: str = typer.Option(
@@ -29,7 +40,14 @@ def evaluate(
     n: int = typer.Option(4, "--n", min=1, help="Images per prompt."),
     best_of: int = typer.Option(None, "--best-of", min=1, help="Samples per prompt for the best-of-N curve."),
     best_by: str = typer.Option(None, "--best-by", help="Reward that picks the best sample (default: the first)."),
-    guidance: float = typer.Option(None, "--guidance", help="Guidance weight w (default: the run's)."),
+    guidance: float = typer.Option(None, "--guidance", min=0, help="Guidance weight w (default: the run's)."),
+    strategy: str = typer.Option(
+        None, "--strategy", help="Guidance strategy: none, cfg, miro, isolate, tradeoff, or a plugin "
+        "(default: miro, or cfg for a run without rewards)."
+    ),
+    strategy_option: list[str] = typer.Option(
+        [], "--strategy-option", help="KEY=VALUE for the strategy (repeatable); scale= must agree with --guidance."
+    ),
     steps: int = typer.Option(50, "--steps", min=1, help="ODE steps."),
     sampler: str = typer.Option("euler", "--sampler", help="euler or heun (or a plugin sampler)."),
     reward: list[str] = typer.Option([], "--reward", help="KEY=VALUE positive target in [0, 1] (default 1)."),
@@ -49,9 +67,9 @@ def evaluate(
         EvalConfig,
         None,
         {
-            "source": str(source),
-            "out": str(out),
-            "rewards": split_names(rewards),
+            "source": local_path(str(source)),
+            "out": local_path(str(out)),
+            "rewards": split_names(rewards) if rewards is not None else None,
             "prompts": str(prompts) if prompts is not None else None,
             "benchmark": benchmark,
             "per_category": per_category,
@@ -59,6 +77,8 @@ def evaluate(
             "best_of": best_of,
             "best_by": best_by,
             "guidance": guidance,
+            "strategy": strategy,
+            "strategy_options": parse_yaml_values(strategy_option, "--strategy-option"),
             "steps": steps,
             "sampler": sampler,
             "reward_targets": parse_float_map(reward, "--reward"),
@@ -71,6 +91,8 @@ def evaluate(
             "save_images": not no_images,
         },
     )
+    if rewards is not None and not cfg.rewards:
+        raise ConfigError("--rewards is empty; name at least one reward, or leave it out to use the run's")
     summary = run_eval(cfg, registry(), log=echo)
     for name, entry in summary["rewards"].items():
         echo(f"{name}: mean {entry['mean']:.4f} (std {entry['std']:.4f}, {entry['count']} images)")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from miro_cli.common import echo, parse_float_map, parse_yaml_values, user_errors
+from miro_cli.common import (
+    echo,
+    local_path,
+    parse_float_map,
+    parse_yaml_values,
+    prepare_output_folder,
+    user_errors,
+)
 from miro_core.errors import ConfigError
 
 
@@ -19,7 +26,13 @@ def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
     if prompts_file is not None:
         if not prompts_file.exists():
             raise ConfigError(f"--prompts-file {prompts_file} does not exist")
-        prompts += [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+        if not prompts_file.is_file():
+            raise ConfigError(f"--prompts-file {prompts_file} is not a file")
+        try:
+            text = prompts_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"--prompts-file {prompts_file} is not UTF-8 text (one prompt per line)") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ConfigError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
@@ -28,46 +41,70 @@ def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
 @user_errors
 def sample(
     run: Path = typer.Argument(..., help="Run folder written by `miro train`."),
-    out: Path = typer.Option(..., "--out", help="Folder for the PNG files and grid.png."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PNG files, grid.png and config.json."),
     prompt: list[str] = typer.Option([], "--prompt", help="Prompt; repeatable."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help="One prompt per line."),
     n: int = typer.Option(4, "--n", min=1, help="Images per prompt."),
     steps: int = typer.Option(50, "--steps", min=1, help="ODE steps (MIRO: 50)."),
     sampler: str = typer.Option("euler", "--sampler", help="euler or heun (or a plugin sampler)."),
-    guidance: float = typer.Option(None, "--guidance", help="Guidance weight w (default: the run's)."),
+    guidance: float = typer.Option(None, "--guidance", min=0, help="Guidance weight w (default: the run's)."),
     reward: list[str] = typer.Option([], "--reward", help="KEY=VALUE positive target in [0, 1] (default 1)."),
     negative_reward: list[str] = typer.Option([], "--negative-reward", help="KEY=VALUE negative target (default 0)."),
     strategy: str = typer.Option("miro", "--strategy", help="none, cfg, miro, isolate, tradeoff, or a plugin."),
-    strategy_option: list[str] = typer.Option([], "--strategy-option", help="KEY=VALUE for the strategy."),
+    strategy_option: list[str] = typer.Option(
+        [], "--strategy-option", help="KEY=VALUE for the strategy (repeatable); scale= must agree with --guidance."
+    ),
     negative_prompt: str = typer.Option(None, "--negative-prompt", help="Text of the negative branch."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(0, "--seed", min=0),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
     weights: str = typer.Option("ema", "--weights", help="ema or raw."),
 ) -> None:
-    """Sample images; every KEY must be a reward the run was trained on."""
-    import torch
+    """Sample images; every KEY must be a reward the run was trained on.
 
-    from miro_cli.common import registry
-    from miro_core.data.atomic import write_json
-    from miro_core.grid import make_grid
-    from miro_core.pipeline import MiroPipeline
-
+    config.json records the strategy, guidance weight and reward targets actually used, and the provenance
+    (name, version, distribution) of every component.
+    """
+    run, out = Path(local_path(str(run)) or run), Path(local_path(str(out)) or out)
     prompts = read_prompts(prompt, prompts_file)
     targets = parse_float_map(reward, "--reward")
     negatives = parse_float_map(negative_reward, "--negative-reward")
     options = parse_yaml_values(strategy_option, "--strategy-option")
-    pipe = MiroPipeline.from_pretrained(run, device=device, weights=weights, registry=registry())
+    if not run.is_dir():
+        raise ConfigError(f"RUN {run} is not a folder; give the run folder written by `miro train`")
+
+    import torch
+
+    from miro_cli.common import registry
+    from miro_core import provenance
+    from miro_core.data.atomic import write_json
+    from miro_core.grid import make_grid
+    from miro_core.pipeline import MiroPipeline
+    from miro_core.sampling_settings import resolve_settings
+
+    reg = registry()
+    reg.samplers.get(sampler)  # an unknown sampler fails before the model loads
+    reg.guidance.get(strategy)
+    pipe = MiroPipeline.from_pretrained(run, device=device, weights=weights, registry=reg)
+    settings = resolve_settings(
+        pipe,
+        strategy=strategy,
+        strategy_options=options,
+        guidance=guidance,
+        reward_targets=targets,
+        negative_reward_targets=negatives,
+    )
+    prepare_output_folder(out)
     generator = torch.Generator().manual_seed(seed)
     images = pipe(
         prompts,
         num_images_per_prompt=n,
         reward_targets=targets,
         negative_reward_targets=negatives,
-        guidance_scale=guidance,
+        guidance_scale=settings.guidance_scale,
         num_inference_steps=steps,
         sampler=sampler,
         strategy=strategy,
-        strategy_options=options,
+        strategy_options=settings.strategy_options,
         negative_prompt=negative_prompt,
         generator=generator,
     )
@@ -78,6 +115,7 @@ def sample(
     grid.save(out / "grid.png")
     (out / "prompts.txt").write_text("\n".join(prompts) + "\n")
     resolved = {
+        "format": "miro-samples",
         "run": str(run),
         "step": pipe.step,
         "weights": weights,
@@ -85,13 +123,14 @@ def sample(
         "n": n,
         "steps": steps,
         "sampler": sampler,
-        "guidance": guidance if guidance is not None else pipe.config.get("guidance_scale"),
-        "strategy": strategy,
-        "strategy_options": options,
-        "reward_targets": {k: targets.get(k, 1.0) for k in pipe.reward_keys},
-        "negative_reward_targets": negatives,
+        **settings.as_json(),
+        "reward_keys": pipe.reward_keys,
         "negative_prompt": negative_prompt,
         "seed": seed,
+        "components": provenance.pipeline_components(pipe, strategy=strategy, sampler=sampler),
     }
     write_json(str(out / "config.json"), resolved)
-    echo(f"wrote {len(images)} images and grid.png to {out}")
+    echo(
+        f"wrote {len(images)} images and grid.png to {out} (strategy {strategy}, guidance w = "
+        f"{settings.guidance_scale:g})"
+    )

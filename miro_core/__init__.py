@@ -6,7 +6,15 @@ guidance strategies), the plugin manager that discovers implementations, and the
 libraries (torch, transformers) only inside the functions that need them, so the CLI starts at once.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
+try:
+    #: The distribution's version. Its one source is ``version`` in pyproject.toml; this reads the installed
+    #: metadata, so ``miro --version``, run folders and ``miro plugins`` agree with what pip installed.
+    __version__ = _distribution_version("miro")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 #: Version of the plugin API. Plugins declare the range they support in ``MIRO_API``
 #: (a PEP 440 specifier such as ``">=1,<2"``); a mismatch is reported by ``miro plugins``.

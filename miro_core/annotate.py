@@ -1,128 +1,50 @@
 """Annotation: score every (image, caption) pair of a sharded dataset with several reward models.
 
-Layout of an annotation folder ``OUT``::
+The run loop. It reads batches (:mod:`miro_core.annotation.batches`, decoding and reward preprocessing in
+DataLoader workers), scores them with every reward through the contract checks
+(:mod:`miro_core.annotation.scoring`), and writes parts and tables (:mod:`miro_core.annotation.store`),
+so that:
 
-    OUT/config.json               the resolved configuration (rewards, options, versions)
-    OUT/scores/<shard>.parquet    key, shard, caption, one float column per reward
-    OUT/errors/<shard>.parquet    key, shard, stage, reason: samples or scores that failed
-    OUT/parts/<shard>/...         in-progress pieces of an unfinished shard (removed when it finishes)
-    OUT/summary[-rankN].json      images/s and time spent decoding and in each reward
-
-Resuming: a shard whose ``scores`` file exists is done. An unfinished shard keeps the pieces it
-flushed (every ``flush_every`` batches, atomically), so a run killed with ``kill -9`` re-scores at
-most ``flush_every`` batches and ends with exactly one row per sample. A sample that cannot be
-decoded or has an empty caption appears only in the error table; a NaN score keeps its row (NaN in
-that column, which MIRO treats as a missing reward) and adds an error row.
+- every sample ends up exactly once: in the scores table, or only in the error table; a NaN (or any
+  non-finite or non-float) score keeps its row with NaN, which MIRO treats as a missing reward, and adds an
+  error row; a key repeated in a shard is recorded as a ``duplicate`` error;
+- a shard that cannot be read, or stops being readable midway, keeps the samples read before the fault,
+  gets a ``shard`` error row, and the run goes on with the other shards (exit code 3);
+- a run killed with ``kill -9`` re-scores at most ``flush_every`` batches per open shard when resumed;
+- one process writes an output folder (a lock); ``summary.json`` totals the whole folder.
 """
 
 from __future__ import annotations
 
-import io
-import math
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from miro_core.data.atomic import exists, join, read_json, write_json
-from miro_core.data.shards import RawSample, iter_shard, list_shards, shard_name
-from miro_core.data.tables import ERROR_COLUMNS, read_table, write_table
-from miro_core.errors import ConfigError
+from miro_core.annotation.batches import Batch, BatchSource, ShardTask, iterate_batches
+from miro_core.annotation.config import AnnotateConfig, auto_loading, auto_workers, reward_record
+from miro_core.annotation.report import RunReport, exit_report
+from miro_core.annotation.scoring import RewardScorer, uses_prepare
+from miro_core.annotation.store import AnnotationStore, ShardProgress
+from miro_core.annotation.summary import RunStats, write_folder_summary
+from miro_core.data.atomic import exists, is_ephemeral, join, read_json, write_json
+from miro_core.data.decode import decode_image
+from miro_core.data.lock import OutputLock
+from miro_core.data.shards import RawSample, list_shards
+from miro_core.data.tables import STAGE_SHARD, read_table
+from miro_core.errors import ConfigError, MiroError
 from miro_core.rewards import RewardModel
 
-
-class AnnotateConfig(BaseModel):
-    """Everything that defines an annotation run; written to ``OUT/config.json``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    data: str
-    out: str
-    rewards: list[str]
-    reward_options: dict[str, dict[str, Any]] = {}
-    batch_size: int = 64
-    device: str = "cpu"
-    dtype: str = "float32"
-    #: Flush scored rows every this many batches (what a crash can cost at most).
-    flush_every: int = 8
-    #: ``all`` holds every reward at once; ``sequential`` loads one reward at a time per shard group;
-    #: ``auto`` chooses from the rewards' declared peak memory and the device's free memory.
-    reward_loading: Literal["all", "sequential", "auto"] = "auto"
+__all__ = ["AnnotateConfig", "Annotator", "RunReport", "decode_sample", "shard_sample_counts"]
 
 
-@dataclass
-class Timings:
-    """Where the time went, for the end-of-run report."""
+def decode_sample(raw: RawSample, max_pixels: int | None = None) -> tuple[Any | None, str | None]:
+    """Decode one sample's image (mode kept as stored, capped); returns (image, None) or (None, reason)."""
+    from miro_core.data.decode import DEFAULT_MAX_PIXELS
 
-    decode: float = 0.0
-    rewards: dict[str, float] = field(default_factory=dict)
-    samples: int = 0
-    scored: int = 0
-    errors: int = 0
-    wall: float = 0.0
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "samples": self.samples,
-            "scored": self.scored,
-            "errors": self.errors,
-            "wall_seconds": round(self.wall, 3),
-            "images_per_second": round(self.samples / self.wall, 2) if self.wall > 0 else None,
-            "decode_seconds": round(self.decode, 3),
-            "reward_seconds": {k: round(v, 3) for k, v in self.rewards.items()},
-        }
-
-
-@dataclass
-class DecodedBatch:
-    keys: list[str]
-    shards: list[str]
-    captions: list[str]
-    images: list[Any]
-
-    def error(self, index: int, stage: str, reason: str) -> dict[str, Any]:
-        return {"key": self.keys[index], "shard": self.shards[index], "stage": stage, "reason": reason}
-
-
-def decode_sample(raw: RawSample) -> tuple[Any | None, str | None]:
-    """Decode one image (mode kept as stored); returns (image, None) or (None, reason)."""
-    from PIL import Image
-
-    if raw.image_bytes is None:
-        return None, "no image in the sample"
-    try:
-        image = Image.open(io.BytesIO(raw.image_bytes))
-        image.load()
-    except Exception as err:  # noqa: BLE001 - any decoder failure is a row-level error
-        return None, f"cannot decode image: {type(err).__name__}: {err}"
-    return image, None
-
-
-def _auto_loading(rewards: Sequence[RewardModel], device: str) -> str:
-    """Hold every reward at once when their declared peak memory fits in 80% of what is free."""
-    needed = sum(r.peak_memory_mib or 0.0 for r in rewards)
-    if needed == 0:
-        return "all"
-    free_mib = _free_memory_mib(device)
-    return "all" if free_mib is None or needed <= 0.8 * free_mib else "sequential"
-
-
-def _free_memory_mib(device: str) -> float | None:
-    if device.startswith("cuda"):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return free / 2**20
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    if raw.problem is not None:
+        return None, raw.problem
+    return decode_image(raw.image_bytes, max_pixels or DEFAULT_MAX_PIXELS)
 
 
 class Annotator:
@@ -135,232 +57,272 @@ class Annotator:
         progress: Callable[[int], None] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        registry: Any = None,
     ) -> None:
         if not rewards:
             raise ConfigError("--rewards: name at least one reward")
         self.config = config
         self.rewards = list(rewards)
         self.names = [r.name for r in self.rewards]
+        repeated = sorted({n for n in self.names if self.names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"--rewards: two rewards would write the same column {', '.join(repeated)}")
         self.progress = progress or (lambda n: None)
         self.rank = rank
         self.world_size = world_size
-        self.timings = Timings(rewards={name: 0.0 for name in self.names})
+        if registry is None:
+            with contextlib.suppress(Exception):
+                from miro_core.plugins import get_registry
 
-    # -- layout ---------------------------------------------------------------------------------
-    def scores_url(self, shard: str) -> str:
-        return join(self.config.out, "scores", f"{shard_name(shard)}.parquet")
+                registry = get_registry()
+        requested = config.rewards if len(config.rewards) == len(self.rewards) else self.names
+        self.provenance = {r.name: reward_record(r, req, registry) for r, req in zip(self.rewards, requested)}
+        self.scorers = [
+            RewardScorer(r, self.provenance[r.name], in_workers=uses_prepare(type(r))) for r in self.rewards
+        ]
+        self.store = AnnotationStore(config.out, self.names)
+        self.stats = RunStats(rank=rank, world_size=world_size, rewards={n: 0.0 for n in self.names})
+        self.mode = config.reward_loading
+        self.workers = config.workers or 0
+        self._shards: list[str] | None = None
 
-    def errors_url(self, shard: str) -> str:
-        return join(self.config.out, "errors", f"{shard_name(shard)}.parquet")
-
-    def parts_dir(self, shard: str) -> str:
-        return join(self.config.out, "parts", shard_name(shard))
+    # -- inputs ---------------------------------------------------------------------------------
+    def all_shards(self) -> list[str]:
+        if self._shards is None:
+            self._shards = list_shards(self.config.data)
+        return self._shards
 
     def my_shards(self) -> list[str]:
-        shards = list_shards(self.config.data)
-        return shards[self.rank :: self.world_size]
+        return self.all_shards()[self.rank :: self.world_size]
 
-    # -- run ----------------------------------------------------------------------------------
-    def check_config(self) -> None:
-        """Refuse to resume into a folder annotated with other rewards (rows would not line up)."""
-        url = join(self.config.out, "config.json")
-        if exists(url):
-            previous = read_json(url)
-            if previous.get("rewards") != self.names:
+    def validate(self) -> None:
+        """Everything that can be checked before a byte is written: output, device, data, earlier runs."""
+        cfg = self.config
+        if is_ephemeral(cfg.out):
+            raise ConfigError(
+                f"--out {cfg.out}: an in-memory filesystem is lost when the process exits; annotate into a "
+                "folder or a persistent URL"
+            )
+        if cfg.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"--device {cfg.device}: no CUDA device is available here; use --device cpu")
+        self.all_shards()  # DATA exists and holds shards (DataError / StorageError otherwise)
+        previous = self.store.read_config()
+        if previous is not None:
+            before = previous.get("reward_columns") or [n.rpartition(":")[2] for n in previous.get("rewards", [])]
+            if before != self.names:
                 raise ConfigError(
-                    f"{self.config.out} was annotated with rewards {previous.get('rewards')}, "
-                    f"not {self.names}; use a new --out folder to annotate with other rewards"
+                    f"{cfg.out} was annotated with rewards {before}, not {self.names}; use a new --out folder "
+                    "to annotate with other rewards"
                 )
-        elif self.rank == 0:
-            payload = self.config.model_dump()
-            payload["reward_versions"] = {r.name: r.version for r in self.rewards}
-            write_json(url, payload)
 
-    def run(self) -> Timings:
-        start = time.perf_counter()
-        self.check_config()
-        pending = [s for s in self.my_shards() if not exists(self.scores_url(s))]
-        mode = self.config.reward_loading
-        if mode == "auto":
-            mode = _auto_loading(self.rewards, self.config.device)
-        self.mode = mode
-        if mode == "all":
-            for reward in self.rewards:
-                reward.load(self.config.device, self.config.dtype)
+    def config_payload(self) -> dict[str, Any]:
+        from miro_core import __version__
+
+        payload = self.config.model_dump(mode="json")
+        payload["reward_columns"] = self.names
+        payload["reward_versions"] = {r.name: r.version for r in self.rewards}
+        payload["components"] = {"rewards": self.provenance}
+        payload["miro_version"] = __version__
+        return payload
+
+    # -- run ------------------------------------------------------------------------------------
+    def run(self) -> RunReport:
+        self.validate()
+        mine = self.my_shards()
+        with OutputLock(self.config.out, self.rank, self.world_size) as lock:
+            self.stats.recovered_locks = lock.recovered
+            if self.rank == 0 and self.store.read_config() is None:
+                self.store.write_config(self.config_payload())
+            self.stats.cleaned_leftovers = self.store.clean_leftovers(mine)
+            if self.config.retry_errors:
+                for shard in mine:
+                    if self.store.is_done(shard) and self.store.needs_retry(shard):
+                        self.store.rewind(shard)
+            pending = [s for s in mine if not self.store.is_done(s)]
+            mode = self.config.reward_loading
+            self.mode = auto_loading(self.rewards, self.config.device) if mode == "auto" else mode
+            workers = self.config.workers
+            self.workers = auto_workers(self.config.device, len(pending)) if workers is None else workers
+            self.stats.mode, self.stats.workers = self.mode, self.workers
             try:
-                for shard in pending:
-                    self._annotate_shard_all(shard)
+                if pending:
+                    (self._run_all if self.mode == "all" else self._run_sequential)(pending)
             finally:
-                for reward in self.rewards:
-                    reward.unload()
-        else:
-            for reward in self.rewards:
-                reward.load(self.config.device, self.config.dtype)
-                try:
-                    for shard in pending:
-                        self._annotate_shard_one_reward(shard, reward)
-                finally:
-                    reward.unload()
-            for shard in pending:
-                self._merge_columns(shard)
-        self.timings.wall = time.perf_counter() - start
-        suffix = "" if self.world_size == 1 else f"-rank{self.rank}"
-        write_json(join(self.config.out, f"summary{suffix}.json"), self.timings.as_json())
-        return self.timings
+                self._note_modified_inputs()
+                self.stats.save(self.store)
+            if self.world_size > 1:
+                write_json(self.store.url(f"summary-rank{self.rank}.json"), self.stats.as_json())
+            summary = write_folder_summary(self.store, self.all_shards())
+        return exit_report(self.store, self.scorers, mine, summary, self.stats)
 
-    # -- decoding -------------------------------------------------------------------------------
-    def _batches(self, shard: str, skip: set[str], errors: list[dict[str, Any]]) -> Iterator[DecodedBatch]:
-        batch = DecodedBatch([], [], [], [])
-        seen: set[str] = set()
-        for raw in iter_shard(shard):
-            if raw.key in skip or raw.key in seen:
-                continue
-            seen.add(raw.key)
-            t0 = time.perf_counter()
-            image, reason = decode_sample(raw)
-            self.timings.decode += time.perf_counter() - t0
-            caption = (raw.caption or "").strip()
-            if reason is None and not caption:
-                reason = "empty caption"
-            if reason is not None:
-                errors.append({"key": raw.key, "shard": shard, "stage": "input", "reason": reason})
-                self.timings.samples += 1
-                self.progress(1)
-                continue
-            batch.keys.append(raw.key)
-            batch.shards.append(shard)
-            batch.captions.append(caption)
-            batch.images.append(image)
-            if len(batch.keys) >= self.config.batch_size:
-                yield batch
-                batch = DecodedBatch([], [], [], [])
-        if batch.keys:
-            yield batch
+    def _note_modified_inputs(self) -> None:
+        for scorer in self.scorers:
+            if scorer.modified_inputs:
+                self.stats.warnings.append(
+                    f"{scorer.label} modified the images it was given; it got read-only views, so no other reward "
+                    "saw the change, but rewards must not modify their inputs"
+                )
 
-    # -- scoring --------------------------------------------------------------------------------
-    def _score(self, reward: RewardModel, batch: DecodedBatch, errors: list[dict[str, Any]]) -> list[float]:
-        """Score a batch; if the batch fails, score one by one so one bad sample costs only its row."""
+    def _load(self, reward: RewardModel) -> None:
         t0 = time.perf_counter()
-        failed: set[int] = set()
+        reward.load(self.config.device, self.config.dtype)
+        self.stats.load += time.perf_counter() - t0
+
+    # -- reading --------------------------------------------------------------------------------
+    def _source(
+        self, tasks: list[ShardTask], scorers: Sequence[RewardScorer], record_data_errors: bool = True
+    ) -> BatchSource:
+        preparers = {s.name: type(s.reward)(s.reward.options) for s in scorers if s.in_workers}
+        return BatchSource(
+            tasks,
+            self.config.batch_size,
+            max_pixels=self.config.max_pixels,
+            preparers=preparers,
+            keep_images=any(not s.in_workers for s in scorers),
+            record_data_errors=record_data_errors,
+        )
+
+    def _batches(self, source: BatchSource) -> Iterator[Batch]:
+        """The batches, timing how long the scoring loop waits for each (the device-wait share)."""
+        batches = iterate_batches(source, self.workers, self.config.prefetch)
+        start = time.perf_counter()
         try:
-            values = [float(v) for v in reward.score(batch.images, batch.captions)]
-            if len(values) != len(batch.keys):
-                raise RuntimeError(f"returned {len(values)} scores for {len(batch.keys)} samples")
-        except Exception:  # noqa: BLE001 - isolate the failing samples below
-            values = []
-            for i, (image, caption) in enumerate(zip(batch.images, batch.captions)):
+            while True:
+                t0 = time.perf_counter()
                 try:
-                    values.append(float(reward.score([image], [caption])[0]))
-                except Exception as err:  # noqa: BLE001 - row-level error, the run goes on
-                    values.append(math.nan)
-                    failed.add(i)
-                    reason = f"{type(err).__name__}: {err}"
-                    errors.append(batch.error(i, reward.name, reason))
-        self.timings.rewards[reward.name] += time.perf_counter() - t0
-        for i, value in enumerate(values):
-            if math.isnan(value) and i not in failed:
-                errors.append(batch.error(i, reward.name, "score is NaN"))
-        return values
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                self.stats.data_wait += time.perf_counter() - t0
+                self.stats.decode += batch.decode_seconds
+                for name, seconds in batch.prepare_seconds.items():
+                    self.stats.prepare[name] = self.stats.prepare.get(name, 0.0) + seconds
+                yield batch
+        finally:
+            self.stats.loop += time.perf_counter() - start
 
-    def _annotate_shard_all(self, shard: str) -> None:
-        parts = self.parts_dir(shard)
-        done_rows, done_errors, next_part = self._load_parts(parts)
-        skip = {r["key"] for r in done_rows} | {e["key"] for e in done_errors if e["stage"] == "input"}
-        rows: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        batches_since_flush = 0
-        for batch in self._batches(shard, skip, errors):
-            columns = {reward.name: self._score(reward, batch, errors) for reward in self.rewards}
-            for i, key in enumerate(batch.keys):
-                row = {"key": key, "shard": shard, "caption": batch.captions[i]}
-                row.update({name: columns[name][i] for name in self.names})
-                rows.append(row)
-            self.timings.samples += len(batch.keys)
-            self.timings.scored += len(batch.keys)
-            self.progress(len(batch.keys))
-            batches_since_flush += 1
-            if batches_since_flush >= self.config.flush_every:
-                self._write_part(parts, next_part, rows, errors)
-                done_rows += rows
-                done_errors += errors
-                rows, errors, batches_since_flush = [], [], 0
-                next_part += 1
-        self._finish_shard(shard, done_rows + rows, done_errors + errors)
+    def _score(self, scorer: RewardScorer, batch: Batch) -> tuple[list[float], list[dict[str, Any]]]:
+        if scorer.in_workers:
+            values, problems = scorer.score_prepared(batch.prepared.get(scorer.name, []))
+        else:
+            values, problems = scorer.score_images(batch.images, batch.captions)
+        self.stats.rewards[scorer.name] = scorer.seconds
+        errors = [
+            {"key": batch.keys[i], "shard": batch.shard, "stage": scorer.name, "reason": reason}
+            for i, reason in problems
+        ]
+        return values, errors
 
-    def _annotate_shard_one_reward(self, shard: str, reward: RewardModel) -> None:
-        """Sequential mode: one column file per (shard, reward), written when the shard is scored."""
-        column_url = join(self.parts_dir(shard), f"column-{reward.name}.parquet")
-        if exists(column_url):
-            return
-        rows: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        first = reward is self.rewards[0]
-        for batch in self._batches(shard, set(), errors):
-            values = self._score(reward, batch, errors)
-            rows += [
-                {"key": k, "shard": shard, "caption": c, reward.name: v}
-                for k, c, v in zip(batch.keys, batch.captions, values)
-            ]
-            if first:
-                self.timings.samples += len(batch.keys)
-                self.timings.scored += len(batch.keys)
-                self.progress(len(batch.keys))
-        if not first:
-            errors = [e for e in errors if e["stage"] != "input"]
-        write_table(join(self.parts_dir(shard), f"errors-{reward.name}.parquet"), errors, ERROR_COLUMNS)
-        write_table(column_url, rows, ["key", "shard", "caption", reward.name])
+    @staticmethod
+    def _fault_row(batch: Batch, upto: int) -> dict[str, Any]:
+        reason = f"cannot read the shard: {batch.fault}; the {upto} samples before the fault were handled"
+        return {"key": None, "shard": batch.shard, "stage": STAGE_SHARD, "reason": reason}
 
-    def _merge_columns(self, shard: str) -> None:
-        parts = self.parts_dir(shard)
-        merged: dict[str, dict[str, Any]] = {}
-        errors: list[dict[str, Any]] = []
+    # -- all rewards at once --------------------------------------------------------------------
+    def _run_all(self, pending: list[str]) -> None:
+        states = {shard: self.store.load_progress(shard) for shard in pending}
+        tasks = [ShardTask(s, p.upto, frozenset(p.kept)) for s, p in states.items()]
+        source = self._source(tasks, self.scorers)  # unloaded copies for the workers, before loading
         for reward in self.rewards:
-            for row in read_table(join(parts, f"column-{reward.name}.parquet")).to_pylist():
-                merged.setdefault(row["key"], {"key": row["key"], "shard": shard, "caption": row["caption"]})
-                merged[row["key"]][reward.name] = row[reward.name]
-            errors += read_table(join(parts, f"errors-{reward.name}.parquet")).to_pylist()
-        self._finish_shard(shard, list(merged.values()), errors)
+            self._load(reward)
+        try:
+            for batch in self._batches(source):
+                state = states[batch.shard]
+                self._take(batch, state)
+                if batch.end:
+                    if batch.fault is not None:
+                        state.errors.append(self._fault_row(batch, state.new_upto))
+                    counts = self.store.finish(
+                        batch.shard, state.done_rows + state.rows, state.done_errors + state.errors
+                    )
+                    self.stats.record_shard(batch.shard, counts)
+                    self.stats.save(self.store)
+                    del states[batch.shard]
+                elif state.batches_since_flush >= self.config.flush_every:
+                    self.store.write_part(state)
+        finally:
+            for reward in self.rewards:
+                reward.unload()
 
-    # -- parts ----------------------------------------------------------------------------------
-    def _load_parts(self, parts: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-        import fsspec
+    def _take(self, batch: Batch, state: ShardProgress) -> None:
+        state.errors += batch.errors
+        state.new_upto = max(state.new_upto, batch.upto)
+        self.stats.samples += batch.samples_read
+        self.stats.errors += len(batch.errors)
+        if len(batch):
+            columns: dict[str, list[float]] = {}
+            for scorer in self.scorers:
+                columns[scorer.name], errors = self._score(scorer, batch)
+                state.errors += errors
+                self.stats.errors += len(errors)
+            for i, key in enumerate(batch.keys):
+                row = {"key": key, "shard": batch.shard, "caption": batch.captions[i]}
+                row.update({name: columns[name][i] for name in self.names})
+                state.rows.append(row)
+            state.batches_since_flush += 1
+            self.stats.scored += len(batch)
+        self.progress(batch.samples_read)
 
-        fs, path = fsspec.core.url_to_fs(parts)
-        rows: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        index = 0
-        if fs.exists(path):
-            names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
-            for name in names:
-                if name.startswith("rows-") and name.endswith(".parquet"):
-                    number = name.removeprefix("rows-").removesuffix(".parquet")
-                    err_name = f"errors-{number}.parquet"
-                    if err_name not in names:
-                        continue  # a part is complete only with its error file (written second)
-                    rows += read_table(join(parts, name)).to_pylist()
-                    errors += read_table(join(parts, err_name)).to_pylist()
-                    index = max(index, int(number) + 1)
-        return rows, errors, index
+    # -- one reward at a time -------------------------------------------------------------------
+    def _run_sequential(self, pending: list[str]) -> None:
+        """Load one reward at a time; each scores every pending shard into a column file, then merge."""
+        states = {shard: self.store.load_progress(shard) for shard in pending}
+        for position, scorer in enumerate(self.scorers):
+            first = position == 0
+            tasks = [
+                ShardTask(s, p.upto, frozenset(p.kept))
+                for s, p in states.items()
+                if not exists(self.store.column_url(s, scorer.name))
+            ]
+            if not tasks:
+                continue
+            source = self._source(tasks, [scorer], record_data_errors=first)
+            self._load(scorer.reward)
+            try:
+                self._score_columns(scorer, source, first)
+            finally:
+                scorer.reward.unload()
+        for shard in pending:
+            self._merge_columns(states[shard])
 
-    def _write_part(self, parts: str, index: int, rows: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
-        write_table(join(parts, f"rows-{index:06d}.parquet"), rows, self._columns())
-        write_table(join(parts, f"errors-{index:06d}.parquet"), errors, ERROR_COLUMNS)
+    def _score_columns(self, scorer: RewardScorer, source: BatchSource, first: bool) -> None:
+        collected: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        for batch in self._batches(source):
+            rows, errors = collected.setdefault(batch.shard, ([], []))
+            errors += batch.errors
+            if len(batch):
+                values, problems = self._score(scorer, batch)
+                errors += problems
+                rows += [
+                    {"key": k, "shard": batch.shard, "caption": c, scorer.name: v}
+                    for k, c, v in zip(batch.keys, batch.captions, values, strict=True)
+                ]
+                if first:
+                    self.stats.scored += len(batch)
+            if first:
+                self.stats.samples += batch.samples_read
+                self.progress(batch.samples_read)
+            if batch.end:
+                if batch.fault is not None and first:
+                    errors.append(self._fault_row(batch, batch.upto))
+                self.store.write_column(batch.shard, scorer.name, rows, errors, batch.upto)
+                del collected[batch.shard]
 
-    def _columns(self) -> list[str]:
-        return ["key", "shard", "caption", *self.names]
-
-    def _finish_shard(self, shard: str, rows: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
-        import fsspec
-
-        unique: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            unique.setdefault(row["key"], row)
-        self.timings.errors += len(errors)
-        write_table(self.errors_url(shard), errors, ERROR_COLUMNS)
-        write_table(self.scores_url(shard), list(unique.values()), self._columns())
-        fs, path = fsspec.core.url_to_fs(self.parts_dir(shard))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+    def _merge_columns(self, state: ShardProgress) -> None:
+        merged: dict[str, dict[str, Any]] = {}
+        errors = list(state.done_errors)
+        for name in self.names:
+            for row in read_table(self.store.column_url(state.shard, name)).to_pylist():
+                merged.setdefault(row["key"], {"key": row["key"], "shard": state.shard, "caption": row["caption"]})
+                merged[row["key"]][name] = row[name]
+            errors += read_table(self.store.column_errors_url(state.shard, name)).to_pylist()
+        self.stats.errors += len(errors) - len(state.done_errors)
+        counts = self.store.finish(state.shard, state.done_rows + list(merged.values()), errors)
+        self.stats.record_shard(state.shard, counts)
+        self.stats.save(self.store)
 
 
 def shard_sample_counts(data: str) -> dict[str, int] | None:
@@ -369,9 +331,9 @@ def shard_sample_counts(data: str) -> dict[str, int] | None:
 
     url = data if not data.endswith(".tar") else data.rsplit("/", 1)[0]
     index_url = join(url, INDEX_FILE)
-    if not exists(index_url):
-        return None
     try:
+        if not exists(index_url):
+            return None
         return {item["name"]: int(item["samples"]) for item in read_json(index_url)["shards"]}
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OSError, MiroError):
         return None

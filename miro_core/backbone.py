@@ -11,6 +11,18 @@ an ``nn.Module`` whose forward is ``forward(x, t, cond) -> velocity`` with
   reward vector for adaLN-style backbones, to be added to the timestep embedding.
 
 and returns a tensor shaped like ``x``.
+
+A network may instead be *stateful* (class attribute ``stateful = True``): its forward is
+``forward(x, t, cond, state) -> (velocity, state)``, where ``state`` is a tensor with the batch first (or
+None) that the sampler hands back at the next evaluation, kept separately for the positive and negative
+guidance branch; ``state`` is None at the first step. The released MIRO RIN uses it for latent
+self-conditioning (its final latents feed the next step). Training calls it with ``state=None``, or with the
+state of a first, gradient-free pass when the network sets ``self_condition_rate`` (see
+:class:`miro_core.model.MiroModel`).
+
+``Backbone.designs`` names the conditioning stacks (``ModelSpec.design``) the network works with:
+``framework`` (reward encoder with a pooled vector, this project's mixer) or ``released`` (the released
+model's reward embedders and mixer, no pooled vector: ``cond.pooled`` is None).
 """
 
 from __future__ import annotations
@@ -55,6 +67,8 @@ class Backbone(Component):
     reward_conditioning: ClassVar[frozenset[str]] = frozenset({"tokens"})
     #: Keyword arguments the network accepts; when set, ``size_config`` rejects any other key by name.
     network_options: ClassVar[frozenset[str] | None] = None
+    #: Conditioning stacks (``ModelSpec.design``) the network works with.
+    designs: ClassVar[frozenset[str]] = frozenset({"framework"})
 
     @classmethod
     def kind(cls) -> str:
@@ -92,23 +106,27 @@ class Backbone(Component):
 
 
 def parse_backbone_name(text: str, known: Mapping[str, type[Backbone]]) -> tuple[str, dict[str, Any]]:
-    """Split ``dit-xl/2`` into the registered name ``dit`` and options ``{size: xl, patch_size: 2}``."""
-    base, _, patch = text.partition("/")
+    """Split ``dit-xl/2`` into the registered name ``dit`` and options ``{size: xl, patch_size: 2}``.
+
+    A distribution qualifier is kept: ``miro-backbone-dit:dit-xl/2`` -> ``miro-backbone-dit:dit``.
+    """
+    qualifier, colon, unqualified = text.rpartition(":")
+    scope = f"{qualifier}:" if colon else ""
+    base, _, patch = unqualified.partition("/")
     options: dict[str, Any] = {}
     if patch:
         if not patch.isdigit():
             raise ConfigError(f"backbone {text!r}: the part after '/' must be a patch size, e.g. dit-xl/2")
         options["patch_size"] = int(patch)
-    if base in known:
-        return base, options
+    if scope + base in known:
+        return scope + base, options
     for name in sorted(known, key=len, reverse=True):
         prefix = name + "-"
-        if base.startswith(prefix):
+        if base.startswith(prefix) and scope + name in known:
             size = base[len(prefix) :]
-            if size not in known[name].sizes:
-                raise ConfigError(
-                    f"backbone {name!r} has no size {size!r}; choose one of: {', '.join(known[name].sizes)}"
-                )
+            sizes = known[scope + name].sizes
+            if size not in sizes:
+                raise ConfigError(f"backbone {name!r} has no size {size!r}; choose one of: {', '.join(sizes)}")
             options["size"] = size
-            return name, options
+            return scope + name, options
     raise ConfigError(f"unknown backbone {text!r}; installed: {', '.join(sorted(known)) or 'none'}")

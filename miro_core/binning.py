@@ -2,7 +2,8 @@
 
 MIRO-NOTES section 3: for a score ``v`` and ``B`` edges, the level is
 ``max(0, bucketize(v, edges) - 1) / (B - 1)``, a value in [0, 1] on a grid of ``B`` levels.
-A missing (NaN) score stays NaN; the model turns it into a zero (or learned null) embedding.
+A missing score (NaN, or any non-finite value) gives NaN; the model turns it into a zero (or learned null)
+embedding.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ class BinnerOptions(ComponentOptions):
 
 
 def levels_from_edges(values: np.ndarray, edges: np.ndarray, ties: str = "released") -> np.ndarray:
-    """Map scores to levels with the released code's rule; NaN in, NaN out.
+    """Map scores to levels with the released code's rule; a non-finite score (NaN, +-inf) is missing: NaN out.
+
+    Missing means one thing everywhere: annotation stores NaN for every score that is not a finite float,
+    and a level of NaN becomes the model's "no reward" embedding. (An infinite score must not become level
+    0 or 1: that would teach the model that a broken score is the best or the worst.)
 
     ``np.searchsorted(edges, v, side="left")`` is ``torch.bucketize(v, edges, right=False)``.
     """
     values = np.asarray(values, dtype=np.float64)
+    values = np.where(np.isfinite(values), values, np.nan)
     edges = np.asarray(edges, dtype=np.float64)
     num_bins = len(edges)
     if num_bins < 2:
@@ -47,7 +53,7 @@ def levels_from_edges(values: np.ndarray, edges: np.ndarray, ties: str = "releas
     elif ties != "released":
         raise ValueError(f"unknown tie rule {ties!r}; use released or spread")
     levels = index / (num_bins - 1)
-    return np.where(np.isnan(values), np.nan, levels)
+    return np.where(np.isfinite(values), levels, np.nan)
 
 
 class Binner(Component):

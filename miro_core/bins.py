@@ -1,22 +1,68 @@
 """Bins files: per-reward edges fitted on annotation tables, and the score -> level mapping.
 
-``miro bins fit`` writes one JSON file holding, for every reward column, the binner's state and
-summary statistics. Training and sampling read it back through :class:`BinsFile`.
+``miro bins fit`` writes one JSON file holding, for every reward column, the fitted edges, the level
+rule, the binner's resolved options and summary statistics, plus which installed code fitted them
+(the binner's provenance). Training and sampling read it back through :class:`BinsFile`.
+
+A bins file is self-contained: the level of a score is ``max(0, bucketize(v, edges) - 1) / (B - 1)``
+(:func:`miro_core.binning.levels_from_edges`) with the recorded tie rule, so reading one never needs the
+binner plugin that fitted it (a run can be trained, resumed and sampled after the plugin is
+uninstalled). Only a binner that replaces the level rule itself (overrides ``transform``) is recorded as
+``"levels_rule": "plugin"``; loading that file needs the plugin, and the error names the file and the
+distribution to install.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from miro_core.binning import Binner
+from miro_core.binning import Binner, BinnerOptions
 from miro_core.data.atomic import read_json, write_json
-from miro_core.errors import DataError
+from miro_core.errors import DataError, MiroError
 
 FORMAT = "miro-bins"
+FORMAT_VERSION = 2
 NON_REWARD_COLUMNS = {"key", "shard", "caption"}
+#: Level rules a bins file can record.
+RULE_EDGES = "edges"
+RULE_PLUGIN = "plugin"
+
+
+class FittedBins(Binner):
+    """Edges read from a bins file: maps scores to levels with the standard rule, needs no plugin.
+
+    Keeps the name and options of the binner that fitted the edges, so saving the file again writes
+    what was read.
+    """
+
+    name = "fitted-edges"
+    description = "edges read from a bins file (not registered; cannot fit)"
+
+    def __init__(self, binner_name: str, options: BinnerOptions, edges: np.ndarray, extra: dict[str, Any]) -> None:
+        super().__init__(options)
+        self.binner_name = binner_name
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.extra_options = extra
+
+    def fit_edges(self, values: np.ndarray) -> np.ndarray:
+        raise DataError(
+            f"these edges were read from a bins file (fitted by binner {self.binner_name!r}); "
+            "fit new ones with `miro bins fit`"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["binner"] = self.binner_name
+        return state
+
+
+def uses_standard_rule(binner: Binner) -> bool:
+    """Whether the binner's levels are the standard edges rule (it does not override ``transform``)."""
+    return type(binner).transform is Binner.transform
 
 
 def annotation_tables(url: str) -> list[str]:
@@ -32,13 +78,22 @@ def annotation_tables(url: str) -> list[str]:
 
 
 def read_annotations(url: str) -> dict[str, Any]:
-    """Keys, shards, captions and reward name -> float array, from an annotation folder's score tables."""
+    """Keys, shards, captions and reward name -> float array, from an annotation folder's score tables.
+
+    Every non-finite score (NaN, +-inf) is NaN here: a missing reward, whatever wrote the table.
+    """
     from miro_core.data.tables import read_tables
 
     rows = read_tables(annotation_tables(url)).to_pydict()
-    scores = {
-        name: np.asarray(values, dtype=np.float64) for name, values in rows.items() if name not in NON_REWARD_COLUMNS
-    }
+    scores = {}
+    for name, values in rows.items():
+        if name in NON_REWARD_COLUMNS:
+            continue
+        try:
+            array = np.asarray(values, dtype=np.float64)  # nulls become NaN
+        except (TypeError, ValueError):
+            raise DataError(f"column {name!r} of the annotation tables in {url} is not numeric") from None
+        scores[name] = np.where(np.isfinite(array), array, np.nan)
     return {
         "keys": [str(k) for k in rows["key"]],
         "shards": rows.get("shard", [""] * len(rows["key"])),
@@ -78,25 +133,37 @@ class BinsFile:
         return list(self.binners)
 
     def levels(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Levels in [0, 1] of ``values`` for reward ``name``; NaN for every non-finite (missing) score."""
         if name not in self.binners:
             raise DataError(f"bins file has no reward {name!r}; it has: {', '.join(self.binners)}")
-        return self.binners[name].transform(values)
+        values = np.asarray(values, dtype=np.float64)
+        levels = np.asarray(self.binners[name].transform(values), dtype=np.float64)
+        return np.where(np.isfinite(values), levels, np.nan)
 
     def grid(self) -> np.ndarray:
         """The ``num_bins`` possible levels (what sliders snap to)."""
         return np.linspace(0.0, 1.0, self.num_bins)
 
     def to_json(self) -> dict[str, Any]:
+        rewards = {}
+        for name, binner in self.binners.items():
+            standard = uses_standard_rule(binner)
+            options = binner.options.model_dump(mode="json")
+            if isinstance(binner, FittedBins):
+                options.update(binner.extra_options)
+            rewards[name] = {
+                **binner.state_dict(),
+                "levels_rule": RULE_EDGES if standard else RULE_PLUGIN,
+                "options": options,
+                "stats": self.stats.get(name, {}),
+            }
         return {
             "format": FORMAT,
-            "version": 1,
+            "version": FORMAT_VERSION,
             "strategy": self.strategy,
             "num_bins": self.num_bins,
             **self.meta,
-            "rewards": {
-                name: {**binner.state_dict(), "stats": self.stats.get(name, {})}
-                for name, binner in self.binners.items()
-            },
+            "rewards": rewards,
         }
 
     def save(self, url: str) -> None:
@@ -104,22 +171,21 @@ class BinsFile:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any], registry: Any = None, source: str = "bins file") -> BinsFile:
-        if payload.get("format") != FORMAT:
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise DataError(f'{source} is not a miro bins file (no "format": "{FORMAT}")')
-        if registry is None:
-            from miro_core.plugins import get_registry
-
-            registry = get_registry()
         binners: dict[str, Binner] = {}
         stats: dict[str, dict[str, Any]] = {}
-        for name, state in payload["rewards"].items():
-            options = {"num_bins": state["num_bins"], "ties": state.get("ties", "released")}
-            binner = registry.binners.create(state["binner"], options)
-            binner.load_state_dict(state)
-            binners[name] = binner
-            stats[name] = state.get("stats", {})
+        try:
+            for name, state in payload["rewards"].items():
+                binners[name] = _binner_from_state(state, payload, registry, source)
+                stats[name] = state.get("stats", {})
+            num_bins = int(payload["num_bins"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(
+                f"{source} is damaged or from an unknown version: {err!r}; refit it with `miro bins fit`"
+            ) from None
         meta = {k: v for k, v in payload.items() if k not in {"format", "version", "strategy", "num_bins", "rewards"}}
-        return cls(payload["strategy"], int(payload["num_bins"]), binners, stats, meta)
+        return cls(payload.get("strategy", "?"), num_bins, binners, stats, meta)
 
     @classmethod
     def load(cls, url: str, registry: Any = None) -> BinsFile:
@@ -127,9 +193,40 @@ class BinsFile:
             payload = read_json(url)
         except FileNotFoundError:
             raise DataError(f"bins file {url} does not exist; create it with `miro bins fit`") from None
+        except (IsADirectoryError, UnicodeDecodeError) as err:
+            raise DataError(f"bins file {url} cannot be read: {err}") from None
         except ValueError as err:
             raise DataError(f"bins file {url} is not valid JSON: {err}") from None
         return cls.from_json(payload, registry, source=url)
+
+
+def _binner_from_state(state: dict[str, Any], payload: dict[str, Any], registry: Any, source: str) -> Binner:
+    """A binner for one reward's state: self-contained edges, or the plugin for a plugin level rule."""
+    name = state["binner"]
+    rule = state.get("levels_rule", RULE_EDGES)
+    recorded = dict(state.get("options") or {})
+    base = {"num_bins": int(state["num_bins"]), "ties": state.get("ties", "released")}
+    if rule == RULE_EDGES:
+        extra = {k: v for k, v in recorded.items() if k not in base}
+        return FittedBins(name, BinnerOptions(**base), np.asarray(state["edges"], dtype=np.float64), extra)
+    if rule != RULE_PLUGIN:
+        raise DataError(f"{source}: unknown levels_rule {rule!r} for binner {name!r}; refit with `miro bins fit`")
+    provenance = payload.get("binner", {}) if isinstance(payload.get("binner"), dict) else {}
+    distribution = provenance.get("distribution") or "the plugin that provides it"
+    if registry is None:
+        from miro_core.plugins import get_registry
+
+        registry = get_registry()
+    try:
+        binner = registry.binners.create(name, {**recorded, **base})
+    except MiroError as err:
+        raise DataError(
+            f"bins file {source} was fitted by binner {name!r} ({distribution}), whose own level rule is needed to "
+            f"read it, and it cannot be used here: {err}. Install {distribution}, or refit the bins with a binner "
+            "that uses the standard edges rule"
+        ) from None
+    binner.load_state_dict(state)
+    return binner
 
 
 def fit_bins(
@@ -142,14 +239,27 @@ def fit_bins(
     rewards: list[str] | None = None,
     ties: str = "released",
     registry: Any = None,
+    binner_options: dict[str, Any] | None = None,
 ) -> BinsFile:
-    """Fit one binner per reward column on up to ``sample`` random rows (MIRO fits on ~100k)."""
+    """Fit one binner per reward column on up to ``sample`` random rows (MIRO fits on ~100k).
+
+    ``binner_options`` are the binner's own options (``--binner-option KEY=VALUE``); ``num_bins`` and
+    ``ties`` have their own arguments. Non-finite scores are missing: counted, never fitted on.
+    """
     if registry is None:
         from miro_core.plugins import get_registry
 
         registry = get_registry()
     if num_bins < 2:
         raise DataError(f"--bins {num_bins}: need at least 2 bins")
+    if sample < 1:
+        raise DataError(f"--sample {sample}: need at least 1 row")
+    extra = dict(binner_options or {})
+    clash = sorted({"num_bins", "ties"} & set(extra))
+    if clash:
+        raise DataError(f"--binner-option {clash[0]}: set it with --{'bins' if clash[0] == 'num_bins' else 'ties'}")
+    options = {**extra, "num_bins": num_bins, "ties": ties}
+    registry.binners.create(strategy, options)  # unknown binner or invalid options: fail before reading data
     columns = read_annotations(annotations)["scores"]
     names = rewards or list(columns)
     missing = [n for n in names if n not in columns]
@@ -163,22 +273,41 @@ def fit_bins(
         chosen = values if values.size <= sample else values[rng.choice(values.size, size=sample, replace=False)]
         if not np.isfinite(chosen).any():
             raise DataError(f"reward {name!r} has no finite scores in {annotations}; cannot fit bins")
-        binner = registry.binners.create(strategy, {"num_bins": num_bins, "ties": ties})
-        binner.fit(chosen)
+        binner = registry.binners.create(strategy, options)
+        try:
+            binner.fit(chosen)
+        except ValueError as err:
+            raise DataError(f"binner {strategy!r} failed on reward {name!r}: {err}") from None
         binners[name] = binner
-        stat = summary_stats(values)
-        levels = binner.transform(values)
-        finite_levels = levels[np.isfinite(levels)]
-        stat["distinct_levels"] = int(np.unique(finite_levels).size)
-        indices = np.rint(finite_levels * (num_bins - 1)).astype(np.int64)
-        stat["level_counts"] = np.bincount(indices, minlength=num_bins).tolist()
-        if stat["distinct_levels"] < num_bins // 4 and ties == "released":
-            stat["warning"] = (
-                f"only {stat['distinct_levels']} of {num_bins} levels used (tied scores); "
-                "consider --ties spread so the best scores reach level 1"
-            )
-        if stat.get("min") == stat.get("max"):
-            stat["warning"] = "constant column: every sample gets level 0, so this reward carries no information"
-        stats[name] = stat
-    meta = {"source": annotations, "sample": int(sample), "seed": int(seed), "ties": ties}
+        stats[name] = level_stats(values, binner, num_bins, ties)
+    provenance: dict[str, Any] = {"name": strategy}
+    with contextlib.suppress(MiroError, AttributeError, KeyError):
+        provenance = dict(registry.provenance("binners", strategy))
+    provenance["options"] = next(iter(binners.values())).options.model_dump(mode="json")
+    meta = {
+        "source": annotations,
+        "sample": int(sample),
+        "seed": int(seed),
+        "ties": ties,
+        "binner": provenance,
+        "levels_rule": RULE_EDGES if all(uses_standard_rule(b) for b in binners.values()) else RULE_PLUGIN,
+    }
     return BinsFile(strategy, num_bins, binners, stats, meta)
+
+
+def level_stats(values: np.ndarray, binner: Binner, num_bins: int, ties: str) -> dict[str, Any]:
+    """Summary statistics of one reward's scores and how its levels are used."""
+    stat = summary_stats(values)
+    levels = np.asarray(binner.transform(values), dtype=np.float64)
+    finite_levels = levels[np.isfinite(values) & np.isfinite(levels)]
+    stat["distinct_levels"] = int(np.unique(finite_levels).size)
+    indices = np.clip(np.rint(finite_levels * (num_bins - 1)).astype(np.int64), 0, num_bins - 1)
+    stat["level_counts"] = np.bincount(indices, minlength=num_bins).tolist()
+    if stat["distinct_levels"] < num_bins // 4 and ties == "released":
+        stat["warning"] = (
+            f"only {stat['distinct_levels']} of {num_bins} levels used (tied scores); "
+            "consider --ties spread so the best scores reach level 1"
+        )
+    if stat.get("min") == stat.get("max"):
+        stat["warning"] = "constant column: every sample gets level 0, so this reward carries no information"
+    return stat

@@ -15,9 +15,10 @@ from miro_core.errors import ConfigError
 
 
 class ComponentOptions(BaseModel):
-    """Options of one component. Unknown keys are errors, so a typo never passes silently."""
+    """Options of one component. Unknown keys are errors, so a typo never passes silently, and so are NaN and
+    infinite numbers (``--strategy-option scale=.nan`` would otherwise turn guidance off without a word)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class Component:

@@ -50,5 +50,21 @@ def build_config(model: type[M], path: str | Path | None = None, overrides: dict
         return model.model_validate(data)
     except ValidationError as err:
         where = f"config file {path}" if path else "options"
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"invalid {where}: {problems}") from None
+        problems = [(tuple(e["loc"]), e["msg"]) for e in err.errors()]
+        text = "; ".join(f"{'.'.join(str(p) for p in loc)}: {msg}" for loc, msg in problems)
+        raise ConfigValidationError(f"invalid {where}: {text}", problems, path, set(given)) from None
+
+
+class ConfigValidationError(ConfigError):
+    """A config that does not validate, with each problem's field path, so the CLI can name its option."""
+
+    def __init__(
+        self, message: str, problems: list[tuple[tuple[Any, ...], str]], path: str | Path | None, given: set[str]
+    ) -> None:
+        super().__init__(message)
+        #: ``(field path, pydantic message)`` per problem.
+        self.problems = problems
+        #: The YAML file, if one was read.
+        self.path = path
+        #: Top-level fields set on the command line (the others came from the file or the defaults).
+        self.given = given

@@ -1,8 +1,10 @@
-"""The offline demo: shapes world -> annotate -> bins -> train -> sample high vs low -> report.
+"""The offline demo: shapes world -> annotate -> bins -> encode -> train -> sample high vs low -> report.
 
-Everything runs on CPU with no download. The report compares the same prompts and seeds sampled with
-every reward target high (1.0) and every reward target low (0.0), scored by the same reward plugins
-that annotated the training data.
+Everything runs on CPU with no download. Training reads the records written by the encode stage through
+the same streaming DataLoader as any large run, and trains a fixed number of steps (``configs/demo.yaml``),
+so the result does not depend on the speed of the machine; only the time does. The report compares the
+same prompts and seeds sampled with every reward target high (1.0) and every reward target low (0.0),
+scored by the same reward plugins that annotated the training data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ DEMO_REWARDS = ["shapes-alignment", "shapes-aesthetic", "shapes-sharpness"]
 #: alignment 0.194 -> 0.275 and sharpness 0.722 -> 0.747 at the same aesthetic score (0.998 -> 0.992).
 #: A limited guidance interval is Kynkaanniemi et al. (2024); the strategies' default stays the paper's.
 DEMO_GUIDANCE_OPTIONS: dict[str, Any] = {"interval_start": 0.3}
+
+#: Expected training time of the demo's fixed number of steps on a quiet 2-core CPU (docs/demo.md).
+DEMO_MINUTES = 6
 
 
 def demo_prompts(count: int = 8) -> list[str]:
@@ -50,17 +55,22 @@ def run_demo(
     seed: int = 0,
     config: Path | None = None,
     max_seconds: float | None = None,
+    train_steps: int | None = None,
     images_per_prompt: int = 4,
     guidance: float | None = None,
     steps: int = 30,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Run every stage into ``out``; returns the report written to ``report.json``."""
+    """Run every stage into ``out``; returns the report written to ``report.json``.
+
+    ``train_steps`` overrides the config's fixed number of steps; ``max_seconds`` adds a time budget.
+    """
     import torch
 
     from miro_core.annotate import AnnotateConfig, Annotator
     from miro_core.bins import fit_bins
     from miro_core.config import build_config
+    from miro_core.encode import EncodeConfig, records_for_training
     from miro_core.evaluation import score_rewards
     from miro_core.grid import make_grid, stack_grid
     from miro_core.pipeline import MiroPipeline
@@ -71,38 +81,62 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     data_dir, ann_dir, bins_path, run_dir = out / "data", out / "annotations", out / "bins.json", out / "run"
+    records_dir = out / "records"
 
     t0 = time.perf_counter()
     if not (data_dir / "index.json").exists():
         write_shapes_dataset(str(data_dir), n=samples, seed=seed)
     seconds["data"] = time.perf_counter() - t0
-    log(f"[1/5] data: {samples} shapes-world samples in {data_dir} ({seconds['data']:.1f}s)")
+    log(f"[1/6] data: {samples} shapes-world samples in {data_dir} ({seconds['data']:.1f}s)")
 
     t0 = time.perf_counter()
     rewards = [registry.rewards.create(name) for name in DEMO_REWARDS]
     annotate_cfg = AnnotateConfig(data=str(data_dir), out=str(ann_dir), rewards=DEMO_REWARDS, batch_size=256)
     timings = Annotator(annotate_cfg, rewards).run()
     seconds["annotate"] = time.perf_counter() - t0
-    log(f"[2/5] annotate: {timings.samples} samples, {timings.errors} errors -> {ann_dir} ({seconds['annotate']:.1f}s)")
+    log(f"[2/6] annotate: {timings.samples} samples, {timings.errors} errors -> {ann_dir} ({seconds['annotate']:.1f}s)")
 
     t0 = time.perf_counter()
     bins = fit_bins(str(ann_dir), num_bins=64, ties="spread", registry=registry)
     bins.save(str(bins_path))
     seconds["bins"] = time.perf_counter() - t0
-    log(f"[3/5] bins: 64 quantile bins per reward -> {bins_path} ({seconds['bins']:.1f}s)")
+    log(f"[3/6] bins: 64 quantile bins per reward -> {bins_path} ({seconds['bins']:.1f}s)")
 
-    t0 = time.perf_counter()
-    config_path = config or Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
-    overrides: dict[str, Any] = {"data": str(ann_dir), "bins": str(bins_path), "out": str(run_dir), "seed": seed}
+    from miro_core import configs
+
+    config_path = config or configs.path("demo.yaml")
+    overrides: dict[str, Any] = {"data": str(records_dir), "bins": str(bins_path), "out": str(run_dir), "seed": seed}
     if max_seconds is not None:
         overrides["max_seconds"] = max_seconds
+    if train_steps is not None:
+        overrides["steps"] = train_steps
     train_cfg = build_config(TrainConfig, config_path if config_path.exists() else None, overrides)
+
+    t0 = time.perf_counter()
+    encode_cfg = EncodeConfig(
+        data=str(ann_dir),
+        out=str(records_dir),
+        autoencoder=train_cfg.autoencoder,
+        autoencoder_options=train_cfg.autoencoder_options,
+        image_size=train_cfg.image_size,
+        text_encoder=train_cfg.text_encoder,
+        text_encoder_options=train_cfg.text_encoder_options,
+        batch_size=256,
+        workers=1,
+    )
+    records_for_training(encode_cfg, registry, progress=False)
+    seconds["encode"] = time.perf_counter() - t0
+    log(f"[4/6] encode: pixels and {train_cfg.text_encoder} tokens -> {records_dir} ({seconds['encode']:.1f}s)")
+
+    t0 = time.perf_counter()
     resume = (run_dir / "latest.json").exists()
+    log(f"[5/6] train: {train_cfg.steps} steps of {train_cfg.backbone} (about {DEMO_MINUTES} minutes on a quiet "
+        "2-core CPU; the bar shows the ETA)")
     trainer = Trainer(train_cfg, registry)
     if not resume or _needs_training(run_dir):
         trainer.run(resume=resume)
     seconds["train"] = time.perf_counter() - t0
-    log(f"[4/5] train: {getattr(trainer, 'steps_done', 'resumed')} steps -> {run_dir} ({seconds['train']:.1f}s)")
+    log(f"[5/6] train: {getattr(trainer, 'steps_done', 'resumed')} steps -> {run_dir} ({seconds['train']:.1f}s)")
 
     t0 = time.perf_counter()
     pipe = MiroPipeline.from_pretrained(run_dir, registry=registry)
@@ -136,7 +170,7 @@ def run_demo(
     recognition = {setting: recognise(r["images"]).as_json() for setting, r in results.items()}
     recognition["training data"] = recognise(_training_images(data_dir, len(results["high"]["images"]))).as_json()
     seconds["score"] = time.perf_counter() - t0
-    log(f"[5/5] sample + score: {len(prompts)} prompts x {images_per_prompt} images, high and low targets")
+    log(f"[6/6] sample + score: {len(prompts)} prompts x {images_per_prompt} images, high and low targets")
 
     side_by_side = []
     for i in range(len(prompts)):

@@ -31,3 +31,20 @@ class MissingWeightsError(MiroError):
 
 class DataError(MiroError):
     """An input dataset, annotation table or bins file that cannot be read."""
+
+
+class StorageError(MiroError):
+    """A file system or URL the run must read or write is unusable: read-only, full, unreachable, or its
+    fsspec backend is not installed. The message names the path or URL and what to do."""
+
+
+class OutputLockedError(MiroError):
+    """Another live process is writing the same output folder (the message names its pid and host)."""
+
+
+class ShardReadError(DataError):
+    """A data shard cannot be read (or stops being readable midway); recorded as a shard-level error."""
+
+
+class RewardContractError(PluginError):
+    """A reward broke the ``score()`` contract (not a sequence of floats of the batch's length)."""

@@ -2,14 +2,17 @@
 
 The source is either a run folder (images are generated with :class:`~miro_core.pipeline.MiroPipeline`)
 or an image folder (PNGs plus ``prompts.txt`` or ``captions.jsonl``, e.g. the output of ``miro sample``).
-Every image is scored by every reward plugin asked for and, when its prompt is in the shapes-world
-grammar, judged by the compositional benchmark (:mod:`miro_core.compositional`). The output folder gets
+Every image is scored by the reward plugins asked for (by default the rewards the run was trained on, when
+they load offline; see :mod:`miro_core.run_rewards`) and, when its prompt is in the shapes-world grammar,
+judged by the compositional benchmark (:mod:`miro_core.compositional`). The output folder gets
 
     OUT/rows.parquet        one row per image: file, prompt, category, prompt_index, sample, each reward, passed
     OUT/summary.parquet     metric, category, mean, std, count (rewards per category; benchmark accuracies)
     OUT/summary.json        the same, plus best-of-N curves and timings
     OUT/summary.md          the tables in markdown
-    OUT/config.json         the resolved configuration (and the run's step, the guidance weight used, ...)
+    OUT/config.json         the resolved configuration: the run's step, the strategy, guidance weight and reward
+                            targets actually used, which rewards measured (and which could not), and the
+                            provenance (name, version, distribution) of every component
     OUT/images/             generated images as PPP-NN.png + prompts.txt + captions.jsonl (run sources only)
 
 Best-of-N: for each prompt, K samples are drawn once; for N = 1, 2, 4, ... up to K the image with the best
@@ -42,9 +45,10 @@ from miro_core.compositional import (
 )
 from miro_core.data.atomic import atomic_open
 from miro_core.errors import ConfigError, DataError
+from miro_core.run_rewards import FALLBACK_REWARDS, RewardChoice
 
-#: The three shapes-world rewards, scored by default.
-DEFAULT_REWARDS: tuple[str, ...] = ("shapes-alignment", "shapes-aesthetic", "shapes-sharpness")
+#: The shapes-world rewards: what measures images when the run's own rewards cannot (see run_rewards).
+DEFAULT_REWARDS: tuple[str, ...] = FALLBACK_REWARDS
 #: The metric name of the compositional benchmark in tables and best-of-N curves.
 COMPOSITIONAL = BENCHMARK_NAME
 
@@ -58,7 +62,8 @@ class EvalConfig(BaseModel):
 
     source: str
     out: str
-    rewards: list[str] = list(DEFAULT_REWARDS)
+    #: Rewards to score with; None: the rewards the run was trained on (those that load offline).
+    rewards: list[str] | None = None
     #: A prompt file (one prompt per line, or JSON lines with ``prompt`` and optional ``category``).
     prompts: str | None = None
     #: A built-in prompt set; the compositional benchmark is the default when ``prompts`` is not given.
@@ -71,7 +76,11 @@ class EvalConfig(BaseModel):
     best_of: int | None = Field(None, ge=1)
     #: The reward that picks the best sample (default: the first of ``rewards``).
     best_by: str | None = None
-    guidance: float | None = None
+    #: Guidance weight; None: the run's (or ``scale`` in ``strategy_options``; both must agree).
+    guidance: float | None = Field(None, ge=0)
+    #: Guidance strategy; None: ``miro`` for a run with rewards, ``cfg`` for a baseline.
+    strategy: str | None = None
+    strategy_options: dict[str, Any] = {}
     steps: int = Field(50, ge=1)
     sampler: str = "euler"
     reward_targets: dict[str, float] = {}
@@ -89,10 +98,11 @@ class EvalConfig(BaseModel):
     def images_per_prompt(self) -> int:
         return max(self.n, self.best_of or 1)
 
-    def selection_reward(self) -> str | None:
+    def selection_reward(self, measured: Sequence[str] | None = None) -> str | None:
         if self.best_of is None:
             return None
-        return self.best_by or (self.rewards[0] if self.rewards else None)
+        names = list(measured) if measured is not None else list(self.rewards or [])
+        return self.best_by or (names[0] if names else None)
 
 
 @dataclass
@@ -156,11 +166,14 @@ def resolve_prompt_set(cfg: EvalConfig) -> tuple[list[str], list[str], str]:
 
 # -- runs ---------------------------------------------------------------------------------------------------
 def is_run_folder(path: str | Path) -> bool:
+    """A run folder, or a released MIRO checkpoint in the authors' layout (both sample through MiroPipeline)."""
+    from miro_core.authors_layout import is_authors_folder
+
     config = Path(path) / "config.json"
     if not config.exists():
         return False
     try:
-        return json.loads(config.read_text()).get("format") == "miro-run"
+        return json.loads(config.read_text()).get("format") == "miro-run" or is_authors_folder(path)
     except (json.JSONDecodeError, AttributeError):
         return False
 
@@ -211,6 +224,8 @@ def generate_images(
     sampler: str = "euler",
     seed: int = 0,
     batch_size: int = 64,
+    strategy: str = "miro",
+    strategy_options: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """``n`` images per prompt, prompt-major (prompt ``i`` sample ``j`` at ``i * n + j``).
 
@@ -232,6 +247,8 @@ def generate_images(
             guidance_scale=guidance,
             num_inference_steps=steps,
             sampler=sampler,
+            strategy=strategy,
+            strategy_options=dict(strategy_options or {}),
             generator=generator,
         )
     return images
@@ -341,25 +358,78 @@ def save_images(images: EvalImages, folder: Path) -> None:
 
 
 # -- scoring ------------------------------------------------------------------------------------------------
+def _finite_or_nan(value: Any) -> float:
+    """A reward's value as a float; anything that is not a finite number (inf, None, text) becomes NaN."""
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if math.isfinite(number) else float("nan")
+
+
+def _score_all(reward: Any, name: str, images: Sequence[Any], captions: Sequence[str], batch_size: int) -> np.ndarray:
+    values: list[float] = []
+    for start in range(0, len(images), batch_size):
+        batch_images = list(images[start : start + batch_size])
+        batch_captions = list(captions[start : start + batch_size])
+        result = reward.score(batch_images, batch_captions)
+        if isinstance(result, (str, bytes)) or not hasattr(result, "__len__"):
+            raise DataError(f"reward {name} returned {type(result).__name__} {result!r}, not one score per image "
+                            "(a plugin bug: see miro_core.conformance.check_reward)")
+        if len(result) != len(batch_images):
+            raise DataError(f"reward {name} returned {len(result)} scores for {len(batch_images)} images "
+                            "(a plugin bug: see miro_core.conformance.check_reward)")
+        values += [_finite_or_nan(v) for v in result]
+    return np.asarray(values, dtype=np.float64)
+
+
 def score_rewards(
     registry: Any, names: Sequence[str], images: Sequence[Any], captions: Sequence[str], batch_size: int = 256,
-    device: str = "cpu",
+    device: str = "cpu", options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Each reward's score for every (image, caption) pair (NaN where the reward cannot score)."""
+    """Each reward's score for every (image, caption) pair (NaN where the reward cannot score, or returned a
+    value that is not a finite number)."""
     scores: dict[str, np.ndarray] = {}
     for name in names:
-        reward = registry.rewards.create(name)
+        reward = registry.rewards.create(name, dict((options or {}).get(name) or {}))
         reward.load(device)
         try:
-            values: list[float] = []
-            for start in range(0, len(images), batch_size):
-                batch = slice(start, start + batch_size)
-                values += [float(v) for v in reward.score(list(images[batch]), list(captions[batch]))]
+            scores[name] = _score_all(reward, name, images, captions, batch_size)
         finally:
             reward.unload()
-        if len(values) != len(images):
-            raise DataError(f"reward {name} returned {len(values)} scores for {len(images)} images")
-        scores[name] = np.asarray(values, dtype=np.float64)
+    return scores
+
+
+def score_choice(
+    registry: Any, choice: RewardChoice, images: Sequence[Any], captions: Sequence[str], batch_size: int = 256,
+    device: str = "cpu",
+) -> dict[str, np.ndarray]:
+    """Score with the rewards of ``choice`` that load; the others go to ``choice.unavailable`` with the reason.
+
+    Requested rewards must load (an error otherwise). One reward is loaded at a time.
+    """
+    from miro_core import provenance
+    from miro_core.run_rewards import load_reward
+
+    scores: dict[str, np.ndarray] = {}
+    choice.provenance = {}
+    for name in choice.names:
+        if choice.origin == "requested":
+            reward = registry.rewards.create(name, dict(choice.options.get(name) or {}))
+            reward.load(device)
+        else:
+            reward, why = load_reward(registry, name, choice.options.get(name), device, choice.sources.get(name))
+            if reward is None:
+                choice.unavailable[name] = why or "cannot load"
+                continue
+        choice.provenance[name] = provenance.of_instance(registry, "rewards", reward) or provenance.component(
+            registry, "rewards", name)
+        try:
+            scores[name] = _score_all(reward, name, images, captions, batch_size)
+        finally:
+            reward.unload()
     return scores
 
 
@@ -497,8 +567,19 @@ def render_markdown(summary: Mapping[str, Any], config: Mapping[str, Any]) -> st
     lines.append(f"{summary['images']} images of {summary['prompts']} prompts from {described}; prompt set: "
                  f"{config.get('prompt_set', '-')}.")
     if source == "run":
-        lines.append(f"Sampling: {config['steps']} {config['sampler']} steps, guidance w = {config['guidance_used']}, "
-                     f"reward targets {config.get('reward_targets_used') or '-'}, seed {config['seed']}.")
+        lines.append(f"Sampling: {config['steps']} {config['sampler']} steps, strategy {config.get('strategy_used')}, "
+                     f"guidance w = {config['guidance_used']}, "
+                     f"reward targets {config.get('reward_targets_used') or '-'}, "
+                     f"negative targets {config.get('negative_reward_targets_used') or '-'}, seed {config['seed']}.")
+    choice = summary.get("reward_choice")
+    if choice:
+        origin = {"requested": "requested rewards", "run": "the run's own rewards",
+                  "fallback": "the shapes-world rewards (fallback)"}.get(choice["origin"], choice["origin"])
+        lines.append(f"Measured with {origin}: {', '.join(choice['measured']) or 'none'}.")
+        for name, why in choice.get("unavailable", {}).items():
+            lines.append(f"Not measured: {name} ({why}).")
+        if choice.get("note"):
+            lines.append(f"Note: {choice['note']}.")
     lines.append("")
     rewards = summary["rewards"]
     if rewards:
@@ -569,45 +650,79 @@ def write_json(path: Path, payload: Any) -> None:
 # -- the command --------------------------------------------------------------------------------------------
 def _check(cfg: EvalConfig, run_source: bool) -> None:
     if cfg.best_of is not None:
-        best_by = cfg.selection_reward()
-        if best_by is None:
-            raise ConfigError("--best-of needs a reward to pick by: give --rewards or --best-by")
-        if best_by not in cfg.rewards:
-            raise ConfigError(f"--best-by {best_by} must be one of the scored rewards ({', '.join(cfg.rewards)})")
+        if cfg.rewards is not None:
+            best_by = cfg.selection_reward()
+            if best_by is None:
+                raise ConfigError("--best-of needs a reward to pick by: give --rewards or --best-by")
+            if best_by not in cfg.rewards:
+                raise ConfigError(f"--best-by {best_by} must be one of the scored rewards ({', '.join(cfg.rewards)})")
     elif cfg.best_by is not None:
         raise ConfigError("--best-by needs --best-of K")
     if not run_source:
         given = [name for name, value in (("--prompts", cfg.prompts), ("--benchmark", cfg.benchmark),
                                           ("--reward", cfg.reward_targets),
                                           ("--negative-reward", cfg.negative_reward_targets),
-                                          ("--step", cfg.checkpoint_step)) if value]
+                                          ("--step", cfg.checkpoint_step), ("--guidance", cfg.guidance is not None),
+                                          ("--strategy", cfg.strategy),
+                                          ("--strategy-option", cfg.strategy_options)) if value]
         if given:
             raise ConfigError(f"{', '.join(given)} only apply when evaluating a run; {cfg.source} is an image folder "
                               "(its prompts come from prompts.txt / captions.jsonl)")
 
 
+def _reward_choice(cfg: EvalConfig, registry: Any, run_config: Any) -> RewardChoice:
+    """The rewards to measure with: the requested ones, else the run's own (see run_rewards)."""
+    from miro_core.run_rewards import run_rewards
+
+    if cfg.rewards is not None:
+        for name in cfg.rewards:
+            registry.rewards.get(name)  # an unknown (or ambiguous) reward fails before any image is generated
+        return RewardChoice(list(cfg.rewards), origin="requested")
+    return run_rewards(run_config)
+
+
+def _prepare_output(out: Path) -> None:
+    """Create the output folder and prove it writable before generating or scoring anything."""
+    import tempfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out):
+        pass
+
+
 def run_eval(cfg: EvalConfig, registry: Any, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate or read the images, score and judge them, write every output; returns the summary."""
+    from miro_core import provenance
+    from miro_core.run_rewards import fallback, folder_run_config
+
     run_source = is_run_folder(cfg.source)
     _check(cfg, run_source)
     out = Path(cfg.out)
     seconds: dict[str, float] = {}
     resolved: dict[str, Any] = {**cfg.model_dump(mode="json"), "source_kind": "run" if run_source else "images"}
-    for name in cfg.rewards:
-        registry.rewards.get(name)  # an unknown reward fails before any image is generated
+    components: dict[str, Any] = {}
     t0 = time.perf_counter()
     if run_source:
+        from miro_core.sampling_settings import resolve_settings
+
         pipe = load_pipeline(cfg.source, registry, step=cfg.checkpoint_step, device=cfg.device, weights=cfg.weights)
+        choice = _reward_choice(cfg, registry, pipe.config)
+        strategy = cfg.strategy or ("miro" if pipe.reward_keys else "cfg")
+        registry.samplers.get(cfg.sampler)
+        settings = resolve_settings(
+            pipe, strategy=strategy, strategy_options=cfg.strategy_options, guidance=cfg.guidance,
+            reward_targets=cfg.reward_targets, negative_reward_targets=cfg.negative_reward_targets,
+        )
         prompts, categories, prompt_set = resolve_prompt_set(cfg)
+        _prepare_output(out)
         k = cfg.images_per_prompt
-        log(f"sampling {len(prompts)} prompts x {k} images from {cfg.source} (step {pipe.step})")
+        log(f"sampling {len(prompts)} prompts x {k} images from {cfg.source} (step {pipe.step}); strategy "
+            f"{strategy}, guidance w = {settings.guidance_scale:g}")
         images = generate_images(
             pipe, prompts, k, reward_targets=cfg.reward_targets, negative_reward_targets=cfg.negative_reward_targets,
-            guidance=cfg.guidance, steps=cfg.steps, sampler=cfg.sampler, seed=cfg.seed, batch_size=cfg.batch_size,
+            guidance=settings.guidance_scale, steps=cfg.steps, sampler=cfg.sampler, seed=cfg.seed,
+            batch_size=cfg.batch_size, strategy=strategy, strategy_options=settings.strategy_options,
         )
-        guidance_used = pipe.config.get("guidance_scale", 7.0) if cfg.guidance is None else cfg.guidance
-        positive = {key: float(cfg.reward_targets.get(key, 1.0)) for key in pipe.reward_keys}
-        negative = {key: float(cfg.negative_reward_targets.get(key, 0.0)) for key in pipe.reward_keys}
         data = EvalImages(
             images,
             [p for p in prompts for _ in range(k)],
@@ -617,26 +732,39 @@ def run_eval(cfg: EvalConfig, registry: Any, log: Callable[[str], None] = print)
             [f"{i:03d}-{j:02d}.png" for i in range(len(prompts)) for j in range(k)],
             {"source_kind": "run"},
         )
-        resolved.update(step=pipe.step, prompt_set=prompt_set, guidance_used=guidance_used,
-                        reward_keys=pipe.reward_keys, reward_targets_used=positive,
-                        negative_reward_targets_used=negative, images_per_prompt=k)
+        resolved.update(step=pipe.step, prompt_set=prompt_set, guidance_used=settings.guidance_scale,
+                        strategy_used=strategy, strategy_options_used=settings.strategy_options,
+                        reward_keys=pipe.reward_keys, reward_targets_used=settings.reward_targets,
+                        negative_reward_targets_used=settings.negative_reward_targets, images_per_prompt=k)
+        components.update(provenance.pipeline_components(pipe, strategy=strategy, sampler=cfg.sampler))
         seconds["generate"] = time.perf_counter() - t0
         if cfg.save_images:
             save_images(data, out / "images")
     else:
+        choice = _reward_choice(cfg, registry, folder_run_config(cfg.source))
         data = read_image_folder(cfg.source)
+        _prepare_output(out)
         resolved.update(prompt_set=f"{cfg.source} (prompts.txt / captions.jsonl)")
         seconds["read"] = time.perf_counter() - t0
         log(f"read {len(data)} images of {len(set(data.prompt_index))} prompts from {cfg.source}")
     t0 = time.perf_counter()
-    scores = score_rewards(registry, cfg.rewards, data.images, data.prompts, batch_size=max(cfg.batch_size, 64),
-                           device=cfg.device)
+    batch = max(cfg.batch_size, 64)
+    scores = score_choice(registry, choice, data.images, data.prompts, batch_size=batch, device=cfg.device)
+    if not scores and choice.origin == "run":
+        choice = fallback(choice, registry)
+        scores = score_choice(registry, choice, data.images, data.prompts, batch_size=batch, device=cfg.device)
+    log(choice.describe(list(scores)))
     seconds["score"] = time.perf_counter() - t0
+    resolved["rewards"] = list(scores)
+    resolved["reward_choice"] = choice.as_json(list(scores))
+    components["rewards"] = {name: choice.provenance[name] for name in scores}
+    resolved["components"] = components
     t0 = time.perf_counter()
     verifications = verify_all(data.images, data.prompts)
     passed = outcomes(verifications)
     seconds[COMPOSITIONAL] = time.perf_counter() - t0
     summary = summarise(data, scores, passed)
+    summary["reward_choice"] = resolved["reward_choice"]
     if summary[COMPOSITIONAL] is not None:
         # shapes-world prompts: also how many drawn objects fit a known shape (drawing quality, caption-free),
         # from the detections the verifier already made
@@ -644,8 +772,10 @@ def run_eval(cfg: EvalConfig, registry: Any, log: Callable[[str], None] = print)
 
         summary["recognised_shapes"] = count_recognised(v.detections for v in verifications if v is not None).as_json()
     if cfg.best_of is not None:
-        best_by = cfg.selection_reward()
-        assert best_by is not None
+        best_by = cfg.selection_reward(list(scores))
+        if best_by is None:
+            raise ConfigError("--best-of needs a reward to pick by, but no reward could measure the images: "
+                              f"{choice.describe([])}")
         metrics: dict[str, Sequence[float]] = {name: list(values) for name, values in scores.items()}
         if any(p is not None for p in passed):
             metrics[COMPOSITIONAL] = [float("nan") if p is None else float(p) for p in passed]

@@ -48,8 +48,13 @@ def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 
 
 def input_scale(t: torch.Tensor, sigma_data: float) -> torch.Tensor:
-    """EDM2-style input preconditioning: 1 / std(x_t) when x0 has std ``sigma_data``, noise std 1."""
-    return torch.rsqrt((1 - t) ** 2 * sigma_data**2 + t**2)
+    """EDM2-style input preconditioning: 1 / std(x_t) when x0 has std ``sigma_data``, noise std 1.
+
+    Computed from ``gamma = 1 - t`` (clamped at 1e-9) in the released model's order of operations, so that
+    float32 results match it bit for bit.
+    """
+    gamma = (1 - t).clamp(min=1e-9)
+    return 1 / torch.sqrt((gamma * sigma_data) ** 2 + (1 - gamma) ** 2)
 
 
 def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -75,16 +75,41 @@ def composite_on_white(image: Image) -> Image:
     return PILImage.alpha_composite(white, rgba).convert("RGB")
 
 
+def check_choices(high_bit_depth: str, alpha: str) -> None:
+    """Raise ``ValueError`` naming the accepted values when a choice is misspelled."""
+    if high_bit_depth not in ("rescale", "clip"):
+        raise ValueError(f"high_bit_depth must be 'rescale' or 'clip', not {high_bit_depth!r}")
+    if alpha not in ("white", "drop"):
+        raise ValueError(f"alpha must be 'white' or 'drop', not {alpha!r}")
+
+
+def apply_choices(image: Image, *, high_bit_depth: HighBitDepth = "rescale", alpha: Alpha = "white") -> Image:
+    """``image`` in a mode whose plain ``convert("RGB")`` gives the chosen conversion.
+
+    Rescaled high bit depth becomes 8-bit ``L``; transparency composited onto white becomes ``RGB``.
+    With ``high_bit_depth="clip"`` and ``alpha="drop"`` the image itself is returned: PIL's own
+    ``convert("RGB")`` already clips and drops. This is the step that must run *before* a reference
+    that resizes in the image's own mode (the OpenAI ``clip`` transform), so that the saner choices can
+    be offered there too; ``image`` is never modified.
+    """
+    check_choices(high_bit_depth, alpha)
+    if high_bit_depth == "rescale":
+        image = rescale_to_8bit(image)
+    if alpha == "white" and has_transparency(image):
+        image = composite_on_white(image)
+    return image
+
+
 def to_rgb8(image: Image, *, high_bit_depth: HighBitDepth = "rescale", alpha: Alpha = "white") -> Image:
     """A new 8-bit RGB image from ``image`` of any mode; ``image`` itself is never modified.
 
     With ``high_bit_depth="clip"`` and ``alpha="drop"`` the result equals ``image.convert("RGB")``
     exactly (the reference scorers' conversion).
     """
-    if image.mode == "RGB":
+    check_choices(high_bit_depth, alpha)
+    if image.mode == "RGB" and (alpha == "drop" or not has_transparency(image)):
         return image.copy()
-    if high_bit_depth == "rescale":
-        image = rescale_to_8bit(image)
-    if alpha == "white" and has_transparency(image):
-        return composite_on_white(image)
-    return image.convert("RGB")
+    converted = apply_choices(image, high_bit_depth=high_bit_depth, alpha=alpha)
+    if converted is not image and converted.mode == "RGB":
+        return converted
+    return converted.convert("RGB")

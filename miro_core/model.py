@@ -3,20 +3,35 @@
 Released model layout (MIRO-NOTES section 4): the sequence [reward tokens | learned registers |
 projected text tokens] goes through a few self-attention blocks; the backbone cross-attends to the
 result and may also take a pooled vector through its timestep embedding.
+
+Two designs of everything around the backbone (``ModelSpec.design``):
+
+- ``framework`` (this project's first design, kept so existing run folders and every backbone keep
+  working): a shared Fourier reward embedding with a pooled vector, LayerNorm on the projected text, ReLU
+  mixer layers with a final LayerNorm, input preconditioning only.
+- ``released`` (the released miro-t2i 0.1.4 model): per-reward random-phase Fourier embedders, the mixer of
+  :class:`ReleasedConditionMixer` (no pooled vector), output preconditioning ``c_out = sqrt(1 + sigma^2)``
+  and the released loss-weighting features. With the ``rin-release`` backbone it is the released network,
+  and the authors' checkpoints load into it (:mod:`miro_core.authors_layout`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from miro_core.attention_blocks import SelfAttentionBlock
 from miro_core.conditioning import Conditioning
 from miro_core.flow import input_scale
+from miro_core.fourier import RandomFourierFeatures
 from miro_core.mixer_layer import MixerStack
-from miro_core.reward_encoder import FourierFeatures, RewardEncoder
+from miro_core.reward_encoder import FourierFeatures, ReleasedRewardEncoder, RewardEncoder
+
+Design = Literal["framework", "released"]
 
 
 @dataclass
@@ -39,6 +54,11 @@ class ModelSpec:
     precondition: bool = True
     sigma_data: float = 0.5
     loss_weighting: Literal["learned", "none"] = "learned"
+    #: ``framework`` or ``released`` (see the module docstring).
+    design: Design = "framework"
+    #: Released design only: Fourier channels and hidden layers of the learned loss weighting u(t).
+    logvar_channels: int = 128
+    logvar_mlp_layers: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +101,72 @@ class ConditionMixer(nn.Module):
         return Conditioning(tokens=tokens, mask=mask, pooled=pooled)
 
 
+class ReleasedConditionMixer(nn.Module):
+    """The released mixer: ``[reward tokens | registers | Linear(text)]`` through layer-scaled blocks.
+
+    Each block: LayerNorm (eps 1e-6), self-attention with q/k/v biases and no q/k norm, layer scale 0.1, a
+    GELU MLP (4x); no final norm and no pooled vector. The mask is True for reward tokens and registers.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        dim = spec.cond_dim
+        self.text_proj = nn.Linear(spec.text_dim, dim)
+        self.registers = nn.Parameter(torch.empty(spec.registers, dim))
+        self.blocks = nn.ModuleList(
+            SelfAttentionBlock(
+                dim, spec.cond_heads, norm="layer", qkv_bias=True, qk_norm=False, swiglu=False, layer_scale=0.1
+            )
+            for _ in range(spec.mixer_layers)
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.trunc_normal_(self.registers, std=0.02, a=-0.04, b=0.04)
+
+    def forward(
+        self,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        reward_tokens: torch.Tensor | None,
+        reward_pooled: torch.Tensor | None = None,
+    ) -> Conditioning:
+        b = text_tokens.shape[0]
+        text = self.text_proj(text_tokens.float())
+        parts = [self.registers[None].expand(b, -1, -1).to(text.dtype), text]
+        if reward_tokens is not None:
+            parts.insert(0, reward_tokens.to(text.dtype))
+        tokens = torch.cat(parts, dim=1)
+        always = torch.ones(b, tokens.shape[1] - text.shape[1], dtype=torch.bool, device=text.device)
+        mask = torch.cat([always, text_mask.bool()], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        return Conditioning(tokens=tokens, mask=mask, pooled=None)
+
+
+class ReleasedLossWeighting(nn.Module):
+    """The released u(t): random-phase Fourier features of ``gamma = 1 - t`` (not standardised), optional
+    ``Linear -> SiLU`` layers, then ``Linear -> 1``; ``proj`` indices match the released ``logvar_proj``."""
+
+    def __init__(self, channels: int = 128, mlp_layers: int = 0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [RandomFourierFeatures(channels)]
+        for _ in range(mlp_layers):
+            layers += [nn.Linear(channels, channels), nn.SiLU()]
+        layers.append(nn.Linear(channels, 1))
+        self.proj = nn.Sequential(*layers)
+        for module in self.proj:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        gamma = (1.0 - t.float()).clamp(min=1e-9)
+        return self.proj(gamma).squeeze(-1)
+
+
 class LossWeighting(nn.Module):
     """EDM2's learned per-time uncertainty u(t): the loss becomes loss / exp(u(t)) + u(t)."""
 
@@ -101,20 +187,34 @@ class MiroModel(nn.Module):
     def __init__(self, spec: ModelSpec, network: nn.Module) -> None:
         super().__init__()
         self.spec = spec
-        self.reward_encoder = (
-            RewardEncoder(
+        released = spec.design == "released"
+        self.reward_encoder: nn.Module | None = None
+        if spec.reward_keys and released:
+            self.reward_encoder = ReleasedRewardEncoder(
+                len(spec.reward_keys), spec.cond_dim, spec.fourier_channels, dropout=spec.reward_dropout
+            )
+        elif spec.reward_keys:
+            self.reward_encoder = RewardEncoder(
                 len(spec.reward_keys),
                 spec.cond_dim,
                 spec.fourier_channels,
                 missing=spec.missing_reward,
                 dropout=spec.reward_dropout,
             )
-            if spec.reward_keys
-            else None
-        )
-        self.mixer = ConditionMixer(spec)
+        self.mixer: nn.Module = ReleasedConditionMixer(spec) if released else ConditionMixer(spec)
         self.network = network
-        self.loss_weighting = LossWeighting() if spec.loss_weighting == "learned" else None
+        self.loss_weighting: nn.Module | None = None
+        if spec.loss_weighting == "learned":
+            self.loss_weighting = (
+                ReleasedLossWeighting(spec.logvar_channels, spec.logvar_mlp_layers) if released else LossWeighting()
+            )
+        #: The released design scales the network's output by c_out = sqrt(1 + sigma_data^2).
+        self.output_scale = math.sqrt(1.0 + spec.sigma_data**2) if released and spec.precondition else 1.0
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the network carries state between sampler steps (see :mod:`miro_core.backbone`)."""
+        return bool(getattr(self.network, "stateful", False))
 
     def condition(
         self,
@@ -130,6 +230,48 @@ class MiroModel(nn.Module):
             reward_tokens, reward_pooled = self.reward_encoder(levels, generator)
         return self.mixer(text_tokens, text_mask, reward_tokens, reward_pooled)
 
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, state: Any = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Preconditioned network call on ready conditioning: ``(velocity, state)`` (state None if stateless)."""
+        if self.spec.precondition:
+            x = x * input_scale(t, self.spec.sigma_data).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        if self.stateful:
+            v, state = self.network(x, t, cond, state)
+        else:
+            v, state = self.network(x, t, cond), None
+        if self.output_scale != 1.0:
+            v = v * self.output_scale
+        return v, state
+
+    def step(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        levels: torch.Tensor | None = None,
+        state: Any = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """One sampler evaluation: ``(velocity, state for the next evaluation)``."""
+        return self.velocity(x, t, self.condition(text_tokens, text_mask, levels), state)
+
+    def self_condition_state(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, generator: torch.Generator | None
+    ) -> Any:
+        """Training-time self-conditioning (released recipe): a gradient-free first pass from zero state; its
+        final state is kept for each sample with probability ``network.self_condition_rate`` (else zeros)."""
+        rate = float(getattr(self.network, "self_condition_rate", 0.0))
+        if not (self.training and self.stateful and rate > 0.0):
+            return None
+        with torch.no_grad():
+            _, state = self.velocity(x, t, cond, None)
+        if state is None:
+            return None
+        draw = torch.rand(x.shape[0], generator=generator, device="cpu").to(state.device)
+        keep = (draw > 1.0 - rate).to(state.dtype).view(-1, *([1] * (state.dim() - 1)))
+        return state.detach() * keep
+
     def forward(
         self,
         x: torch.Tensor,
@@ -140,11 +282,12 @@ class MiroModel(nn.Module):
         generator: torch.Generator | None = None,
         with_loss_weight: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-        """The velocity; in training also the learned log-weight u(t) (inside forward, so DDP sees it)."""
+        """The velocity; in training also the learned log-weight u(t) (inside forward, so DDP sees it).
+
+        A stateful network gets zero state here, or in training the state of :meth:`self_condition_state`.
+        """
         cond = self.condition(text_tokens, text_mask, levels, generator)
-        if self.spec.precondition:
-            x = x * input_scale(t, self.spec.sigma_data).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
-        v = self.network(x, t, cond)
+        v, _ = self.velocity(x, t, cond, self.self_condition_state(x, t, cond, generator))
         if not with_loss_weight:
             return v
         return v, (self.loss_weighting(t) if self.loss_weighting is not None else None)
@@ -153,7 +296,14 @@ class MiroModel(nn.Module):
 def build_model(spec: ModelSpec, registry: Any) -> MiroModel:
     """Build the backbone plugin's network for this spec and wrap it."""
     from miro_core.backbone import BackboneSpec
+    from miro_core.errors import ConfigError
 
     backbone = registry.backbones.create(spec.backbone, spec.backbone_options)
+    designs = getattr(backbone, "designs", frozenset({"framework"}))
+    if spec.design not in designs:
+        raise ConfigError(
+            f"backbone {spec.backbone!r} works with design {' or '.join(sorted(designs))}, not {spec.design!r}; "
+            f"set `design: {sorted(designs)[0]}` in the training config"
+        )
     network = backbone.build(BackboneSpec(spec.in_channels, spec.image_size, spec.cond_dim))
     return MiroModel(spec, network)

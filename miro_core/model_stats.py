@@ -156,3 +156,58 @@ def backbone_stats(backbone: Backbone, spec: BackboneSpec, cond_len: int, flops:
         device=device,
         reward_conditioning=tuple(sorted(backbone.reward_conditioning)),
     )
+
+
+# -- model FLOPs utilisation ---------------------------------------------------------------------------
+
+#: Dense peak tensor FLOP/s of common accelerators, from the vendors' datasheets (no sparsity):
+#: ``(bf16/fp16, tf32)``. Matched against ``torch.cuda.get_device_name()`` in order, so longer names
+#: come first. Give ``peak_tflops`` in the training config for anything else.
+PEAK_FLOPS: tuple[tuple[str, float, float], ...] = (
+    ("GB200", 2.5e15, 1.25e15),
+    ("B200", 2.25e15, 1.1e15),
+    ("H200", 989.4e12, 494.7e12),
+    ("H100 PCIe", 756e12, 378e12),
+    ("H100", 989.4e12, 494.7e12),
+    ("GH200", 989.4e12, 494.7e12),
+    ("A100", 312e12, 156e12),
+    ("L40S", 362.05e12, 183e12),
+    ("L40", 181e12, 90.5e12),
+    ("L4", 121e12, 60e12),
+    ("A10G", 70e12, 35e12),
+    ("A10", 125e12, 62.5e12),
+    ("RTX 4090", 165.2e12, 82.6e12),
+    ("RTX 3090", 71e12, 35.6e12),
+    ("V100", 125e12, 15.7e12),
+)
+
+
+def device_peak_flops(device: Any, mixed_precision: str, peak_tflops: float | None = None) -> float | None:
+    """Peak FLOP/s of one device for the run's precision; ``None`` when unknown (CPU without a given peak).
+
+    bf16/fp16 runs use the tensor-core half-precision peak, float32 runs on CUDA the TF32 peak.
+    """
+    if peak_tflops is not None:
+        return float(peak_tflops) * 1e12
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for pattern, half, tf32 in PEAK_FLOPS:
+        if pattern in name:
+            return half if mixed_precision in ("bf16", "fp16") else tf32
+    return None
+
+
+def training_flops_per_sample(backbone: Backbone, spec: BackboneSpec, cond_len: int) -> int | None:
+    """Model FLOPs of one training sample: 3x the counted forward FLOPs (the backward costs twice the
+    forward), the convention of MFU as defined by PaLM. The conditioning stack is not counted (a few
+    percent at real sizes), nor recomputation by activation checkpointing (that is hardware, not model,
+    FLOPs). ``None`` when the backbone cannot be counted."""
+    try:
+        stats = backbone_stats(backbone, spec, cond_len, flops=True)
+    except Exception:  # noqa: BLE001 - a backbone that cannot be counted just gets no MFU figure
+        return None
+    return None if stats.flops is None else 3 * stats.flops

@@ -1,14 +1,21 @@
-"""The Python API: load a run folder and sample with multi-reward guidance.
+"""The Python API: load a run folder or a released MIRO checkpoint and sample with multi-reward guidance.
 
-    pipe = MiroPipeline.from_pretrained("runs/demo")
+    pipe = MiroPipeline.from_pretrained("runs/demo")          # a run folder written by `miro train`
+    pipe = MiroPipeline.from_pretrained("nicolas-dufour/miro-ablations", variant="miro-only-clip")  # local HF cache
     images = pipe("a red circle", reward_targets={"shapes-aesthetic": 1.0}, guidance_scale=3.0,
                   num_inference_steps=50, generator=torch.Generator().manual_seed(0))
+    latents = pipe(prompt_embeds=embeds, prompt_attention_mask=mask, latents=noise, output_type="latent")
 
-``miro sample`` is a thin layer over this class.
+The call follows diffusers' conventions (``prompt_embeds``, ``prompt_attention_mask``, ``latents`` as the
+initial noise, ``output_type`` ``"pil"``, ``"pt"``, ``"np"`` or ``"latent"``). A released checkpoint (the
+authors' 3-file layout, :mod:`miro_core.authors_layout`) samples as miro-t2i 0.1.4 does: its shipped
+one-token negative text, its reward keys, self-conditioning carried per branch, uint8 images by truncation,
+bf16 autocast on CUDA. ``miro sample`` is a thin layer over this class.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +23,12 @@ from typing import Any
 import torch
 from PIL.Image import Image
 
-from miro_core.errors import ConfigError
+from miro_core.errors import ConfigError, DataError
 from miro_core.guidance import check_reward_keys
 from miro_core.sampling import Branch, guided_sample
+
+OUTPUT_TYPES = ("pil", "pt", "np", "numpy", "latent")
+AUTOCAST_CHOICES = ("auto", "bf16", "fp16", "none")
 
 
 def levels_tensor(keys: Sequence[str], targets: Mapping[str, float], batch: int, device: Any) -> torch.Tensor | None:
@@ -28,35 +38,125 @@ def levels_tensor(keys: Sequence[str], targets: Mapping[str, float], batch: int,
     return row[None].expand(batch, -1).contiguous()
 
 
+def pad_text(tokens: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad token states (and a False mask) to ``length`` positions."""
+    extra = length - tokens.shape[1]
+    if extra <= 0:
+        return tokens, mask
+    tokens = torch.cat([tokens, tokens.new_zeros(tokens.shape[0], extra, tokens.shape[2])], dim=1)
+    return tokens, torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)
+
+
+def resolve_autocast(choice: str, device_type: str) -> torch.dtype | None:
+    """The autocast dtype: ``auto`` is the release's behaviour (bf16 on CUDA, fp16 where bf16 is missing;
+    nothing on CPU)."""
+    if choice not in AUTOCAST_CHOICES:
+        raise ConfigError(f"autocast must be one of {', '.join(AUTOCAST_CHOICES)}, got {choice!r}")
+    if choice == "none" or (choice == "auto" and device_type != "cuda"):
+        return None
+    if choice == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if choice == "bf16" else torch.float16
+
+
+def _is_run_folder(folder: Path) -> bool:
+    import json
+
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "model" in data
+
+
 class MiroPipeline:
     """A trained MIRO model with its text encoder, ready to sample."""
 
-    def __init__(self, model: torch.nn.Module, config: dict[str, Any], registry: Any, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: dict[str, Any],
+        registry: Any,
+        device: str = "cpu",
+        negative_text_embedding: torch.Tensor | None = None,
+        autocast: str = "auto",
+    ) -> None:
         self.model = model.eval().to(device)
         self.config = config
         self.registry = registry
         self.device = device
+        resolve_autocast(autocast, torch.device(device).type)
+        #: ``auto`` (the release: bf16 autocast on CUDA, none on CPU), ``bf16``, ``fp16`` or ``none``.
+        self.autocast = autocast
+        #: ``(L, D)`` fixed embedding of the negative text (the release ships one), or None to encode "".
+        self.negative_text_embedding = negative_text_embedding
         text = config["text_encoder"]
         self.text_encoder = registry.text_encoders.create(text["name"], text["options"])
         self._text_loaded = False
         autoencoder = config.get("autoencoder", {"name": "pixels", "options": {}})
         self.autoencoder = registry.autoencoders.create(autoencoder["name"], autoencoder["options"])
-        self.autoencoder.load(device)
+        self._autoencoder_loaded = False
+        self.run_dir: Path | None = None
+        self.step = 0
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, run: str | Path, device: str = "cpu", weights: str = "ema", registry: Any = None
+        cls,
+        run: str | Path,
+        device: str = "cpu",
+        weights: str = "ema",
+        registry: Any = None,
+        variant: str | None = None,
+        autocast: str = "auto",
+        autoencoder_options: Mapping[str, Any] | None = None,
+        cache_dir: str | Path | None = None,
+        revision: str | None = None,
+        torch_dtype: torch.dtype | None = None,
     ) -> MiroPipeline:
-        """Load ``RUN/config.json`` and the latest checkpoint's EMA (or raw) weights."""
-        from miro_core.model import ModelSpec, build_model
-        from miro_core.run_folder import latest_checkpoint, load_weights, read_run_config
+        """Load a run folder (``config.json`` + the latest checkpoint's EMA or raw weights), or a released
+        checkpoint in the authors' layout from a local folder or the local Hugging Face cache (``variant``:
+        its subfolder, e.g. ``miro-only-clip``). Nothing is downloaded.
 
+        ``autoencoder_options`` override the decoder's options, e.g. ``{"checkpoint": "/models/sdxl-vae"}``
+        when the SDXL VAE is a local folder rather than in the Hugging Face cache. ``cache_dir`` and
+        ``revision`` pick the Hugging Face cache and snapshot. ``torch_dtype`` as in miro-t2i: bfloat16 or
+        float16 run the network under that autocast (weights stay float32), float32 or None change nothing.
+        """
+        if torch_dtype is not None and torch_dtype != torch.float32:
+            names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+            if torch_dtype not in names:
+                raise ConfigError(f"torch_dtype must be float32, bfloat16 or float16, not {torch_dtype}")
+            autocast = names[torch_dtype]
         if registry is None:
             from miro_core.plugins import get_registry
 
             registry = get_registry()
-        run = Path(run)
+        path = Path(run).expanduser()
+        folder = path / variant if variant else path
+        if folder.is_dir() and not (folder / "config.json").exists() and not (folder / "model.safetensors").exists():
+            raise DataError(
+                f"{folder} is not a miro run folder (no config.json; train one with `miro train`) nor a released "
+                "MIRO checkpoint (config.json, model.safetensors, uncond_embedding.npy)"
+            )
+        if _is_run_folder(folder):
+            pipe = cls._from_run_folder(folder, device, weights, registry, autocast)
+        else:
+            pipe = cls._from_authors_layout(run, variant, device, registry, autocast, cache_dir, revision)
+        if autoencoder_options:
+            codec = pipe.config.setdefault("autoencoder", {"name": "pixels", "options": {}})
+            codec["options"] = {**codec.get("options", {}), **dict(autoencoder_options)}
+            pipe.autoencoder = registry.autoencoders.create(codec["name"], codec["options"])
+        return pipe
+
+    @classmethod
+    def _from_run_folder(cls, run: Path, device: str, weights: str, registry: Any, autocast: str) -> MiroPipeline:
+        from miro_core.model import ModelSpec, build_model
+        from miro_core.run_folder import latest_checkpoint, load_negative_text, load_weights, read_run_config
+
         config = read_run_config(run)
         checkpoint = latest_checkpoint(run)
         if checkpoint is None:
@@ -65,16 +165,53 @@ class MiroPipeline:
         model = build_model(spec, registry)
         name = "model_ema.safetensors" if weights == "ema" else "model.safetensors"
         model.load_state_dict(load_weights(checkpoint / name))
-        pipe = cls(model, config, registry, device)
+        pipe = cls(model, config, registry, device, load_negative_text(run, config), autocast)
         pipe.run_dir = run
         pipe.step = int(checkpoint.name.removeprefix("step-"))
         return pipe
+
+    @classmethod
+    def _from_authors_layout(
+        cls,
+        source: str | Path,
+        variant: str | None,
+        device: str,
+        registry: Any,
+        autocast: str,
+        cache_dir: str | Path | None = None,
+        revision: str | None = None,
+    ) -> MiroPipeline:
+        from miro_core.authors_layout import build_model, load_checkpoint
+
+        checkpoint, state = load_checkpoint(source, variant, cache_dir, revision)
+        model = build_model(checkpoint, state, registry)
+        pipe = cls(model, checkpoint.run_config(), registry, device, checkpoint.uncond_embedding, autocast)
+        pipe.run_dir = checkpoint.folder
+        return pipe
+
+    def to(self, device: str | torch.device) -> MiroPipeline:
+        """Move the network (and the text encoder and decoder, when loaded again) to ``device``."""
+        self.device = str(torch.device(device))
+        self.model.to(self.device)
+        self._text_loaded = self._autoencoder_loaded = False
+        return self
 
     # -- facts about the run ----------------------------------------------------------------------
     @property
     def reward_keys(self) -> list[str]:
         """The reward keys the run was trained on (empty for a baseline)."""
         return list(self.config.get("reward_keys", []))
+
+    @property
+    def coherence_keys(self) -> tuple[str, ...]:
+        """The reward keys, under miro-t2i's name for them."""
+        return tuple(self.reward_keys)
+
+    @property
+    def accepted_reward_keys(self) -> list[str]:
+        """Keys ``reward_targets`` may name: the trained ones, and for a released checkpoint every key its
+        pipeline accepts (targets for keys the network was not trained on are ignored, as there)."""
+        return list(self.config.get("accepted_reward_keys") or self.reward_keys)
 
     @property
     def num_bins(self) -> int | None:
@@ -100,7 +237,23 @@ class MiroPipeline:
             self.text_encoder.load(self.device)
             self._text_loaded = True
         tokens, mask = self.text_encoder.encode(list(prompts))
-        return tokens.to(self.device).float(), mask.to(self.device)
+        return tokens.to(self.device).float(), mask.to(self.device).bool()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Model-space samples -> images ``(B, 3, H, W)`` in [-1, 1] (the autoencoder loads on first use)."""
+        if not self._autoencoder_loaded:
+            self.autoencoder.load(self.device)
+            self._autoencoder_loaded = True
+        return self.autoencoder.decode(latents)
+
+    def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [-1, 1] -> uint8 ``(B, H, W, 3)``; released checkpoints truncate, runs round."""
+        images = images.detach().float()
+        if self.config.get("image_rounding", "round") == "truncate":
+            scaled = (images * 0.5 + 0.5).clamp(0, 1) * 255
+        else:
+            scaled = ((images.clamp(-1, 1) + 1) * 127.5).round()
+        return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
     def resolve_targets(
         self,
@@ -112,18 +265,92 @@ class MiroPipeline:
         keys = self.reward_keys
         given_pos = dict(reward_targets or {})
         given_neg = dict(negative_reward_targets or {})
-        check_reward_keys(given_pos, keys, "reward_targets")
-        check_reward_keys(given_neg, keys, "negative_reward_targets")
+        check_reward_keys(given_pos, self.accepted_reward_keys, "reward_targets")
+        check_reward_keys(given_neg, self.accepted_reward_keys, "negative_reward_targets")
         positive = {k: float(given_pos.get(k, 1.0)) for k in keys}
         negative_defaults = {k: float(given_neg.get(k, 0.0)) for k in keys}
         negative = strategy.negative_targets(keys, positive, negative_defaults)
         return positive, negative
 
+    def _given_text(self, embeds: Any, mask: Any, what: str, per_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated ``(B * per_prompt, L, D)`` float32 states and bool mask from user tensors."""
+        tokens = torch.as_tensor(embeds)
+        if tokens.dim() == 2:
+            tokens = tokens[None]
+        text_dim = int(self.config["model"]["text_dim"])
+        if tokens.dim() != 3 or tokens.shape[-1] != text_dim:
+            raise ConfigError(f"{what} must be shaped (batch, tokens, {text_dim}), got {tuple(tokens.shape)}")
+        if mask is None:
+            mask_t = torch.ones(tokens.shape[:2], dtype=torch.bool)
+        else:
+            mask_t = torch.as_tensor(mask)
+            if mask_t.dim() == 1:
+                mask_t = mask_t[None]
+            if tuple(mask_t.shape) != tuple(tokens.shape[:2]):
+                raise ConfigError(
+                    f"{what} attention mask is shaped {tuple(mask_t.shape)}, expected {tuple(tokens.shape[:2])}"
+                )
+        tokens = tokens.to(self.device, torch.float32)
+        mask_t = mask_t.to(self.device).bool()
+        if per_prompt > 1:
+            tokens, mask_t = tokens.repeat_interleave(per_prompt, 0), mask_t.repeat_interleave(per_prompt, 0)
+        return tokens, mask_t
+
+    def _negative_text(
+        self,
+        n: int,
+        positive: tuple[torch.Tensor, torch.Tensor],
+        negative_prompt: str | Sequence[str] | None,
+        negative_prompt_embeds: Any,
+        negative_prompt_attention_mask: Any,
+        per_prompt: int,
+        guide: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if negative_prompt_embeds is not None:
+            tokens, mask = self._given_text(
+                negative_prompt_embeds, negative_prompt_attention_mask, "negative_prompt_embeds", per_prompt
+            )
+            if tokens.shape[0] == 1 and n > 1:
+                tokens, mask = tokens.expand(n, -1, -1), mask.expand(n, -1)
+            if tokens.shape[0] != n:
+                raise ConfigError(f"negative_prompt_embeds has batch {tokens.shape[0]}, the prompts make {n}")
+            return tokens, mask
+        if negative_prompt is not None:
+            texts = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+            if len(texts) * per_prompt == n and per_prompt > 1:
+                texts = [t for t in texts for _ in range(per_prompt)]
+            if len(texts) != n:
+                raise ConfigError(f"{len(texts)} negative prompts for {n} images")
+            return self.encode_prompts(texts)
+        if guide.options.negative_text == "same":
+            return positive
+        if self.negative_text_embedding is not None:
+            fixed = self.negative_text_embedding.to(self.device, torch.float32)
+            mask = torch.ones(n, fixed.shape[0], dtype=torch.bool, device=self.device)
+            return fixed[None].expand(n, -1, -1), mask
+        return self.encode_prompts([""] * n)
+
+    def _initial_noise(self, n: int, latents: Any, generator: torch.Generator | None) -> torch.Tensor:
+        channels, size = self.config["model"]["in_channels"], self.config["model"]["image_size"]
+        shape = (n, channels, size, size)
+        if latents is not None:
+            noise = torch.as_tensor(latents)
+            if tuple(noise.shape) != shape:
+                raise ConfigError(f"latents must be shaped {shape} (the initial noise), got {tuple(noise.shape)}")
+            return noise.to(self.device, torch.float32)
+        where = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn(shape, generator=generator, device=where, dtype=torch.float32).to(self.device)
+
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | Sequence[str],
+        prompt: str | Sequence[str] | None = None,
         *,
+        prompt_embeds: Any = None,
+        prompt_attention_mask: Any = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        negative_prompt_embeds: Any = None,
+        negative_prompt_attention_mask: Any = None,
         num_images_per_prompt: int = 1,
         reward_targets: Mapping[str, float] | None = None,
         negative_reward_targets: Mapping[str, float] | None = None,
@@ -132,47 +359,79 @@ class MiroPipeline:
         sampler: str = "euler",
         strategy: str = "miro",
         strategy_options: Mapping[str, Any] | None = None,
-        negative_prompt: str | None = None,
         generator: torch.Generator | None = None,
+        latents: Any = None,
         output_type: str = "pil",
-    ) -> list[Image] | torch.Tensor:
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise ConfigError("give at least one prompt")
+    ) -> Any:
+        """Sample ``num_images_per_prompt`` images per prompt.
+
+        Returns PIL images (``pil``), a float tensor ``(B, 3, H, W)`` in [0, 1] (``pt``), a uint8 array
+        ``(B, H, W, 3)`` (``np``) or the model-space samples ``(B, C, h, w)`` before decoding (``latent``).
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ConfigError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
         if num_inference_steps < 1:
             raise ConfigError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        scale = self.config.get("guidance_scale", 7.0) if guidance_scale is None else guidance_scale
-        options = {"scale": float(scale), **dict(strategy_options or {})}
-        guide = self.registry.guidance.create(strategy, options)
+        if num_images_per_prompt < 1:
+            raise ConfigError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        if (prompt is None) == (prompt_embeds is None):
+            raise ConfigError("give either prompt or prompt_embeds (with prompt_attention_mask), not both")
+        from miro_core.sampling_settings import resolve_guidance
+
+        # guidance_scale and a ``scale`` strategy option may not disagree (miro_core.sampling_settings)
+        scale, options = resolve_guidance(
+            guidance_scale, strategy_options, self.config.get("guidance_scale", 7.0),
+            guidance_option="guidance_scale", strategy_option="strategy_options",
+        )
+        guide = self.registry.guidance.create(strategy, {"scale": scale, **options})
         ode = self.registry.samplers.create(sampler)
         positive, negative = self.resolve_targets(reward_targets, negative_reward_targets, guide)
-        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        n = len(prompts)
-        tokens, mask = self.encode_prompts(prompts)
-        if negative_prompt is not None:
-            neg_texts = [negative_prompt] * n
-        elif guide.options.negative_text == "same":
-            neg_texts = prompts
+        if prompt_embeds is not None:
+            text = self._given_text(prompt_embeds, prompt_attention_mask, "prompt_embeds", num_images_per_prompt)
         else:
-            neg_texts = [""] * n
-        neg_tokens, neg_mask = self.encode_prompts(neg_texts)
-        channels, size = self.config["model"]["in_channels"], self.config["model"]["image_size"]
-        noise = torch.randn((n, channels, size, size), generator=generator).to(self.device)
-        x0 = guided_sample(
-            self.model,
-            noise,
-            Branch(tokens, mask, levels_tensor(self.reward_keys, positive, n, self.device)),
-            Branch(neg_tokens, neg_mask, levels_tensor(self.reward_keys, negative, n, self.device)),
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+            if not prompts:
+                raise ConfigError("give at least one prompt")
+            text = self.encode_prompts([p for p in prompts for _ in range(num_images_per_prompt)])
+        n = text[0].shape[0]
+        neg = self._negative_text(
+            n,
+            text,
+            negative_prompt,
+            negative_prompt_embeds,
+            negative_prompt_attention_mask,
+            num_images_per_prompt,
             guide,
-            ode,
-            num_inference_steps,
         )
-        images = self.autoencoder.decode(x0)
+        length = max(text[0].shape[1], neg[0].shape[1])
+        tokens, mask = pad_text(*text, length)
+        neg_tokens, neg_mask = pad_text(*neg, length)
+        noise = self._initial_noise(n, latents, generator)
+        device_type = torch.device(self.device).type
+        dtype = resolve_autocast(self.autocast, device_type)
+        context = torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with context:
+            x0 = guided_sample(
+                self.model,
+                noise,
+                Branch(tokens, mask, levels_tensor(self.reward_keys, positive, n, self.device)),
+                Branch(neg_tokens, neg_mask, levels_tensor(self.reward_keys, negative, n, self.device)),
+                guide,
+                ode,
+                num_inference_steps,
+            )
+        x0 = x0.float()
+        if output_type == "latent":
+            return x0
+        images = self.decode(x0)
         if output_type == "pt":
-            return images
-        from miro_core.grid import to_pil
+            return (images.float() * 0.5 + 0.5).clamp(0, 1)
+        array = self.to_uint8(images)
+        if output_type in ("np", "numpy"):
+            return array.numpy()
+        from PIL import Image as PILImage
 
-        return to_pil(images)
+        return [PILImage.fromarray(a.numpy()) for a in array]
 
 
 def sample_grid_for_model(
@@ -209,7 +468,7 @@ def sample_grid_for_model(
     neg_mask = data.text_mask[0][None].expand(per, -1).to(device)
     strategy = registry.guidance.create("miro" if keys else "cfg", {"scale": cfg.guidance_scale})
     solver = registry.samplers.create("euler")
-    noise = torch.randn((per, *data.images.shape[1:]), generator=torch.Generator().manual_seed(seed)).to(device)
+    noise = torch.randn((per, *data.sample_shape), generator=torch.Generator().manual_seed(seed)).to(device)
     images: list[Image] = []
     for prompt in prompts:
         tokens, mask = text(prompt, per)
@@ -217,8 +476,13 @@ def sample_grid_for_model(
             pos_levels = levels_tensor(keys, {k: value for k in keys}, per, device)
             neg_levels = levels_tensor(keys, {k: 1.0 - value for k in keys}, per, device)
             x0 = guided_sample(
-                model, noise, Branch(tokens, mask, pos_levels), Branch(neg_tokens, neg_mask, neg_levels),
-                strategy, solver, steps,
+                model,
+                noise,
+                Branch(tokens, mask, pos_levels),
+                Branch(neg_tokens, neg_mask, neg_levels),
+                strategy,
+                solver,
+                steps,
             )
             images += to_pil(codec.decode(x0))
     labels = [f"{p} | " + " / ".join(name for name, _ in settings) for p in prompts]

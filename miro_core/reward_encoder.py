@@ -4,6 +4,10 @@ Each reward has its own embedder (random Fourier features -> Linear -> SiLU -> L
 position vector. A missing (NaN) or dropped reward becomes a zero value embedding (the released
 code) or a learned per-reward null embedding (option); its position vector is still added, so the
 network knows which reward is unknown.
+
+:class:`ReleasedRewardEncoder` is the released model's variant (``ModelSpec.design = "released"``): every
+reward has its own random-phase Fourier features (standardised, :class:`miro_core.fourier.FourierEmbedder`),
+and there is no pooled vector.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from miro_core.fourier import FourierEmbedder
 
 
 class FourierFeatures(nn.Module):
@@ -79,3 +85,35 @@ class RewardEncoder(nn.Module):
         embedded = torch.where(present[..., None], embedded, fill.expand_as(embedded))
         tokens = embedded + self.position[None]
         return tokens, self.pool(tokens.mean(dim=1))
+
+
+class ReleasedRewardEncoder(nn.Module):
+    """(B, R) levels -> (B, R, D) tokens as the released model embeds them; the pooled vector is None.
+
+    Per reward: its own :class:`FourierEmbedder` (``fourier_channels`` random-phase features, standardised,
+    ``Linear -> SiLU -> Linear`` at width ``dim``), plus a learned position vector. A missing (NaN) or dropped
+    reward gets a zero value embedding before the position is added, as the released sampler does.
+    """
+
+    def __init__(self, num_rewards: int, dim: int, fourier_channels: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_rewards = num_rewards
+        self.dropout = dropout
+        self.embedders = nn.ModuleList(FourierEmbedder(fourier_channels, dim) for _ in range(num_rewards))
+        self.position = nn.Parameter(torch.empty(num_rewards, dim))
+        for embedder in self.embedders:
+            for layer in (embedder.map_time_input, embedder.map_time_output):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        nn.init.trunc_normal_(self.position, std=0.02, a=-0.04, b=0.04)
+
+    keep_mask = RewardEncoder.keep_mask
+
+    def forward(self, levels: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
+        if levels.shape[1] != self.num_rewards:
+            raise ValueError(f"expected {self.num_rewards} reward levels, got {levels.shape[1]}")
+        present = self.keep_mask(levels, generator)
+        values = torch.nan_to_num(levels.float(), nan=0.0)
+        embedded = torch.stack([embed(values[:, i]) for i, embed in enumerate(self.embedders)], dim=1)
+        embedded = torch.where(present[..., None], embedded, torch.zeros_like(embedded))
+        return embedded + self.position[None].to(embedded.dtype), None

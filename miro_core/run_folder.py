@@ -11,6 +11,7 @@ Layout::
     RUN/checkpoints/step-N/trainer_state.json      step, scheduler, EMA and schedule horizon
     RUN/logs/                            tensorboard
     RUN/samples/step-N.png               sample grids at milestones
+    RUN/uncond_embedding.npy             optional fixed negative-text embedding (runs converted from a release)
 
 A checkpoint is written into a temporary folder and renamed into place, then ``latest.json`` is
 replaced atomically, so a crash at any point leaves the previous checkpoint usable.
@@ -41,10 +42,11 @@ def save_checkpoint(
     step: int,
     model_state: dict[str, torch.Tensor],
     ema_state: dict[str, torch.Tensor],
-    optimizer_state: dict[str, Any],
+    optimizer_state: dict[str, Any] | None,
     trainer_state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
+    """Write one checkpoint atomically; ``optimizer_state`` None writes weights only (converted releases)."""
     from safetensors.torch import save_file
 
     checkpoints = run / "checkpoints"
@@ -57,7 +59,8 @@ def save_checkpoint(
     meta = {"step": str(step)}
     for name, state in (("model.safetensors", model_state), ("model_ema.safetensors", ema_state)):
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / name), meta)
-    torch.save(optimizer_state, tmp / "optimizer.pt")
+    if optimizer_state is not None:
+        torch.save(optimizer_state, tmp / "optimizer.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)
@@ -96,3 +99,19 @@ def read_run_config(run: Path) -> dict[str, Any]:
     if not config.exists():
         raise DataError(f"{run} is not a miro run folder (no config.json); train one with `miro train`")
     return json.loads(config.read_text())
+
+
+NEGATIVE_TEXT_FILE = "uncond_embedding.npy"
+
+
+def load_negative_text(run: Path, config: dict[str, Any]) -> torch.Tensor | None:
+    """The run's fixed ``(L, D)`` negative-text embedding, when its config says it has one."""
+    if config.get("negative_text") != "uncond_embedding":
+        return None
+    import numpy as np
+
+    path = run / NEGATIVE_TEXT_FILE
+    if not path.exists():
+        raise DataError(f"{run}/config.json names a fixed negative text, but {path} is missing")
+    array = np.load(path, allow_pickle=False)
+    return torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(-1, array.shape[-1])

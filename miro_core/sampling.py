@@ -3,11 +3,18 @@
 The positive and negative branches of classifier-free guidance run in ONE batched forward pass;
 steps where the strategy's weight is 0 (outside the guidance interval) evaluate the positive branch
 alone.
+
+Self-conditioning: a stateful model (``model.step`` returning ``(v, state)``, see
+:mod:`miro_core.backbone`) gets back, at every evaluation, the state its previous evaluation returned,
+kept separately for the positive and the negative branch, as the released MIRO sampler does. A step
+without guidance updates the positive branch's state only; the negative branch keeps its last state
+(zeros if it was never evaluated) for the next guided step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -24,10 +31,37 @@ class Branch:
     levels: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class BranchStates:
+    """The sampler state of guided sampling: one self-conditioning state per branch (None = zeros)."""
+
+    positive: Any = None
+    negative: Any = None
+
+
 def _cat_levels(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     if a is None or b is None:
         return None
     return torch.cat([a, b])
+
+
+def _stack_states(positive: Any, negative: Any) -> Any:
+    """The batched state of both branches; a branch without state yet gets zeros like the other's."""
+    if positive is None and negative is None:
+        return None
+    if positive is None:
+        positive = torch.zeros_like(negative)
+    if negative is None:
+        negative = torch.zeros_like(positive)
+    return torch.cat([positive, negative])
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, branch: Branch, state: Any) -> tuple[Any, Any]:
+    """``(v, state)`` from a model with ``step`` (MiroModel), or ``(v, None)`` from a plain velocity model."""
+    step = getattr(model, "step", None)
+    if step is not None:
+        return step(x, t, branch.text_tokens, branch.text_mask, branch.levels, state)
+    return model(x, t, branch.text_tokens, branch.text_mask, branch.levels), None
 
 
 @torch.no_grad()
@@ -41,19 +75,26 @@ def guided_sample(
     num_steps: int,
 ) -> torch.Tensor:
     """Integrate from ``noise`` at t = 1 to t = 0 with guidance; returns x_0."""
-    both_tokens = torch.cat([positive.text_tokens, negative.text_tokens])
-    both_mask = torch.cat([positive.text_mask, negative.text_mask])
-    both_levels = _cat_levels(positive.levels, negative.levels)
+    both = Branch(
+        torch.cat([positive.text_tokens, negative.text_tokens]),
+        torch.cat([positive.text_mask, negative.text_mask]),
+        _cat_levels(positive.levels, negative.levels),
+    )
     n = noise.shape[0]
 
-    def velocity(x: torch.Tensor, t: float, step: int) -> torch.Tensor:
+    def velocity(
+        x: torch.Tensor, t: float, step: int, states: BranchStates | None
+    ) -> tuple[torch.Tensor, BranchStates]:
+        states = states or BranchStates()
         weight = strategy.scale_at(step, num_steps)
         if weight == 0.0:
             times = torch.full((n,), t, device=x.device)
-            return model(x, times, positive.text_tokens, positive.text_mask, positive.levels)
+            v, state = evaluate(model, x, times, positive, states.positive)
+            return v, BranchStates(state, states.negative)
         times = torch.full((2 * n,), t, device=x.device)
-        v = model(torch.cat([x, x]), times, both_tokens, both_mask, both_levels)
+        v, state = evaluate(model, torch.cat([x, x]), times, both, _stack_states(states.positive, states.negative))
         v_pos, v_neg = v[:n], v[n:]
-        return strategy.combine(v_pos, v_neg, weight)
+        split = BranchStates() if state is None else BranchStates(state[:n], state[n:])
+        return strategy.combine(v_pos, v_neg, weight), split
 
-    return sampler.sample(velocity, noise, num_steps)
+    return sampler.integrate(velocity, noise, num_steps)

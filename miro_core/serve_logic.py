@@ -7,7 +7,8 @@ request must follow is testable without a browser:
 - :meth:`ServeSession.validate` turns raw widget values into a :class:`SampleRequest`, or raises
   :class:`RequestError` with a message for the page;
 - :func:`snap_level` maps a slider value to the nearest level the model saw in training;
-- :class:`Scorer` measures every generated image with the reward plugins that run offline;
+- :class:`Scorer` measures every generated image with the rewards the run was trained on (those that load
+  offline; the shapes-world rewards as a stated fallback), see :mod:`miro_core.run_rewards`;
 - :meth:`ServeSession.generate` samples one or two settings from the same seed under a lock.
 """
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: What ``make demo`` trains, and what ``miro serve`` opens without an argument.
 DEFAULT_RUN = Path("runs/demo/run")
-#: Rewards that need no weights and no network: the shapes world's.
+#: Rewards that need no weights and no network: the shapes world's (the fallback scorers).
 OFFLINE_REWARDS = ("shapes-alignment", "shapes-aesthetic", "shapes-sharpness")
 
 MAX_PROMPT_CHARS = 300
@@ -67,6 +68,10 @@ def check_run_folder(run: str | Path, default: Path = DEFAULT_RUN) -> Path:
         raise ConfigError(f"{path} is a file, not a run folder; {hint}")
     if not (path / "config.json").exists():
         raise ConfigError(f"{path} is not a miro run folder (no config.json); {hint}")
+    from miro_core.authors_layout import is_authors_folder
+
+    if is_authors_folder(path):  # a released MIRO checkpoint: MiroPipeline loads it as it is
+        return path
     if not (path / "latest.json").exists():
         raise ConfigError(f"{path} has no checkpoint yet (no latest.json); wait for `miro train` to save one")
     return path
@@ -179,9 +184,12 @@ def parse_strategy_options(text: str | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise RequestError(f"strategy options must be KEY=VALUE pairs separated by commas, got {item.strip()!r}")
         try:
-            options[key.strip()] = yaml.safe_load(value.strip())
+            parsed = yaml.safe_load(value.strip())
         except yaml.YAMLError:
             raise RequestError(f"strategy option {key.strip()}: cannot read the value {value.strip()!r}") from None
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise RequestError(f"strategy option {key.strip()}={value.strip()}: must be a finite number")
+        options[key.strip()] = parsed
     return options
 
 
@@ -251,7 +259,7 @@ def short_reward_name(name: str) -> str:
 def caption_for(scores: Mapping[str, float]) -> str:
     """``"aesthetic 0.41 · sharpness 0.30"``: what each gallery image shows under it."""
     if not scores:
-        return "no offline reward scorer installed"
+        return "no reward could measure this image"
     return " · ".join(
         f"{short_reward_name(k)} {v:.2f}" if math.isfinite(v) else f"{short_reward_name(k)} n/a"
         for k, v in scores.items()
@@ -290,7 +298,7 @@ def scores_markdown(generation: Generation, reward_keys: Sequence[str], scorer_n
                 row.append(f"{value:.3f}")
             else:
                 means.append(float("nan"))
-                row.append("no offline scorer")
+                row.append("not measured")
         if len(settings) > 1:
             row.append(f"{means[1] - means[0]:+.3f}" if all(math.isfinite(m) for m in means) else "")
         rows.append(row)
@@ -307,35 +315,82 @@ def scores_markdown(generation: Generation, reward_keys: Sequence[str], scorer_n
 # -- scoring ----------------------------------------------------------------------------------------------
 
 
-class Scorer:
-    """The offline reward plugins that are installed and load without weights, loaded once."""
+def _finite_or_nan(value: Any) -> float:
+    if isinstance(value, (bool, str, bytes)):
+        return float("nan")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if math.isfinite(number) else float("nan")
 
-    def __init__(self, registry: Any, names: Sequence[str] = OFFLINE_REWARDS, device: str = "cpu") -> None:
+
+class Scorer:
+    """The rewards that measure the page's images, loaded once: the run's own when they load offline.
+
+    ``names`` given: exactly those (each that loads). Otherwise the run's reward keys, created with the
+    options they were annotated with; when none of them loads (or the run has none) the installed
+    shapes-world rewards, and :meth:`describe` says so and names every reward that could not load.
+    """
+
+    def __init__(
+        self,
+        registry: Any,
+        names: Sequence[str] | None = None,
+        device: str = "cpu",
+        *,
+        run_config: Mapping[str, Any] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        from miro_core.run_rewards import RewardChoice, fallback, run_rewards
+
+        if names is not None:
+            choice = RewardChoice(list(names), {k: dict(v) for k, v in (options or {}).items()}, origin="requested")
+        else:
+            choice = run_rewards(run_config)
+        self.registry = registry
         self.rewards: dict[str, Any] = {}
-        self.unavailable: dict[str, str] = {}
-        for name in names:
-            if name not in registry.rewards:
-                self.unavailable[name] = "not installed"
-                continue
-            try:
-                reward = registry.rewards.create(name)
-                reward.load(device)
-            except Exception as err:  # a reward that needs weights, or fails to load, is left out
-                self.unavailable[name] = f"{type(err).__name__}: {err}"
-                continue
-            self.rewards[name] = reward
+        self.unavailable = choice.unavailable
+        self._load(choice, device)
+        if not self.rewards and choice.origin == "run":
+            choice = fallback(choice, registry)
+            self.unavailable = choice.unavailable
+            self._load(choice, device)
+        self.choice = choice
+
+    def _load(self, choice: Any, device: str) -> None:
+        from miro_core.run_rewards import load_reward
+
+        for name in choice.names:
+            reward, why = load_reward(self.registry, name, choice.options.get(name), device, choice.sources.get(name))
+            if reward is None:
+                choice.unavailable[name] = why or "cannot load"
+            else:
+                self.rewards[name] = reward
 
     @property
     def names(self) -> list[str]:
         return list(self.rewards)
 
+    def provenance(self) -> dict[str, Any]:
+        from miro_core import provenance
+
+        return provenance.rewards(self.registry, self.rewards)
+
     def score(self, images: Sequence[Any], prompt: str) -> list[dict[str, float]]:
-        """One ``{reward: score}`` per image; the prompt is every image's caption (alignment needs it)."""
+        """One ``{reward: score}`` per image; the prompt is every image's caption (alignment needs it).
+
+        A reward that fails, or returns something other than one finite number per image, gives NaN for the
+        batch (logged on the server's console); the page shows "n/a".
+        """
         per_image: list[dict[str, float]] = [{} for _ in images]
         captions = [prompt] * len(images)
         for name, reward in self.rewards.items():
             try:
-                values = [float(v) for v in reward.score(list(images), captions)]
+                result = reward.score(list(images), captions)
+                if isinstance(result, (str, bytes)) or len(result) != len(images):
+                    raise ValueError(f"returned {result!r} for {len(images)} images")
+                values = [_finite_or_nan(v) for v in result]
             except Exception:
                 log.exception("reward %s failed to score", name)
                 values = [float("nan")] * len(images)
@@ -344,8 +399,17 @@ class Scorer:
         return per_image
 
     def describe(self) -> str:
+        origin = getattr(self.choice, "origin", "requested")
         if not self.rewards:
-            text = "No offline reward scorer is installed, so images are shown without measured scores."
+            text = "No reward plugin could be loaded to measure the images, so they are shown without scores."
+        elif origin == "run":
+            text = "Each image shows its scores measured by the run's own rewards: " + ", ".join(
+                f"`{n}`" for n in self.rewards) + "."
+        elif origin == "fallback":
+            text = (
+                f"Each image shows its scores measured by the shapes-world rewards instead ({self.choice.note}): "
+                + ", ".join(f"`{n}`" for n in self.rewards) + "."
+            )
         else:
             text = "Each image shows its scores measured by " + ", ".join(f"`{n}`" for n in self.rewards) + "."
         if self.unavailable:
@@ -379,7 +443,7 @@ class ServeSession:
             registry = get_registry()
         path = check_run_folder(run)
         pipe = MiroPipeline.from_pretrained(path, device=device, weights=weights, registry=registry)
-        return cls(pipe, Scorer(registry, device=device))
+        return cls(pipe, Scorer(registry, device=device, run_config=pipe.config))
 
     # -- facts for the page --------------------------------------------------------------------------
     @property
@@ -449,17 +513,21 @@ class ServeSession:
             raise RequestError(f"the prompt has {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
         n = _integer(num_images, "number of images", 1, MAX_IMAGES)
         step_count = _integer(steps, "steps", 1, MAX_STEPS)
-        if sampler not in self.samplers:
+        if not isinstance(sampler, str) or sampler not in self.samplers:
             raise RequestError(f"unknown sampler {sampler!r}; choose one of: {', '.join(self.samplers)}")
         scale = _finite_number(guidance_scale, "guidance scale")
         if not 0.0 <= scale <= MAX_GUIDANCE:
             raise RequestError(f"guidance scale must be between 0 and {MAX_GUIDANCE:g}, got {scale:g}")
-        if strategy not in self.strategies:
+        if not isinstance(strategy, str) or strategy not in self.strategies:
             raise RequestError(f"unknown guidance strategy {strategy!r}; choose one of: {', '.join(self.strategies)}")
+        if strategy_options is not None and not isinstance(strategy_options, str):
+            raise RequestError(f"strategy options must be text (KEY=VALUE, ...), got {strategy_options!r}")
         options = parse_strategy_options(strategy_options)
         if "scale" in options:
             raise RequestError("set the guidance weight with the guidance scale slider, not as a strategy option")
         seed_value = _integer(seed, "seed", 0, MAX_SEED)
+        if compare not in (None, True, False):
+            raise RequestError(f"side by side must be true or false, got {compare!r}")
         settings = settings_from_sliders(self.reward_keys, slider_values, self.num_bins, bool(compare))
         try:  # the strategy's own checks (options, isolate/tradeoff keys) before any sampling
             guide = self.pipe.registry.guidance.create(strategy, {"scale": scale, **options})

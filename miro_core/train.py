@@ -1,20 +1,23 @@
 """``miro train``: flow-matching training conditioned on text and binned reward vectors.
 
-The distributed engine is accelerate (multi-process, mixed precision, gradient accumulation); this
-module only decides what a step is. Every step draws its batch, noise and times from a generator
-seeded by (seed, step, micro-batch, process), so a resumed run repeats exactly what an uninterrupted
-run would have done.
+The distributed engine is accelerate (multi-process, mixed precision, gradient accumulation, FSDP); this
+module only decides what a step is. Training reads records written by ``miro encode`` (or encodes an
+annotation folder into a records cache first) through a DataLoader with worker processes
+(:mod:`miro_core.records`). Which samples step ``s`` reads, and its noise and times, are functions of
+(seed, step, micro-batch, process), so a resumed run repeats exactly what an uninterrupted run would
+have done, and K processes split what one process with K times the batch would read.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from miro_core.errors import ConfigError, DataError
 
@@ -22,7 +25,7 @@ from miro_core.errors import ConfigError, DataError
 class TrainConfig(BaseModel):
     """All options of a training run (YAML in configs/, overridden on the command line)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     data: str
     bins: str | None = None
@@ -33,56 +36,78 @@ class TrainConfig(BaseModel):
     backbone_options: dict[str, Any] = {}
     text_encoder: str = "minilm"
     text_encoder_options: dict[str, Any] = {}
-    image_size: int = 32
-    # latent space (`miro encode` caches the latents; "pixels" trains on pixels)
+    image_size: int = Field(32, ge=1)
+    # model input: "pixels", or latents of an autoencoder plugin (see `miro encode`); with records as
+    # `data` these, the image size and the text encoder are the records' own
     autoencoder: str = "pixels"
     autoencoder_options: dict[str, Any] = {}
-    latent_cache: str | None = None
+    # data loading (records are read in DataLoader worker processes)
+    data_workers: int = Field(2, ge=0)
+    prefetch_batches: int = Field(4, ge=1)
+    #: Shards whose samples are shuffled together (see miro_core.records.order).
+    shuffle_block_shards: int = Field(64, ge=1)
     # conditioning (MIRO-NOTES section 4)
-    cond_dim: int = 128
-    cond_heads: int = 4
-    mixer_layers: int = 2
-    registers: int = 16
-    fourier_channels: int = 256
+    cond_dim: int = Field(128, ge=1)
+    cond_heads: int = Field(4, ge=1)
+    mixer_layers: int = Field(2, ge=0)
+    registers: int = Field(16, ge=0)
+    fourier_channels: int = Field(256, ge=2)
     missing_reward: Literal["zero", "learned"] = "zero"
-    reward_dropout: float = 0.0
-    text_dropout: float = 0.0
+    reward_dropout: float = Field(0.0, ge=0.0, le=1.0)
+    text_dropout: float = Field(0.0, ge=0.0, le=1.0)
     # objective (section 5)
     time_sampling: Literal["logit-normal", "uniform"] = "logit-normal"
-    time_shift: float = 1.0
+    time_shift: float = Field(1.0, gt=0.0)
     loss_weighting: Literal["learned", "none"] = "learned"
     precondition: bool = True
-    sigma_data: float = 0.5
+    # "released": the released MIRO model's reward embedders, mixer and preconditioning (with rin-release)
+    design: Literal["framework", "released"] = "framework"
+    # start from released or converted weights (miro_core/init_from.py); the architecture comes from there
+    init_from: str | None = None
+    init_from_variant: str | None = None
+    sigma_data: float = Field(0.5, gt=0.0)
     # optimisation
     optimizer: Literal["adamw", "lamb"] = "adamw"
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_steps: int = Field(100, ge=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 2.0
-    ema_decay: float = 0.9999
-    batch_size: int = 64
-    grad_accumulation: int = 1
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: float = Field(2.0, ge=0.0)
+    ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
+    batch_size: int = Field(64, ge=1)
+    grad_accumulation: int = Field(1, ge=1)
     # "auto": bf16 where the device runs it natively (see miro_core.low_precision), else float32
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"
-    steps: int = 1000
-    max_seconds: float | None = None
+    steps: int = Field(1000, ge=1)
+    max_seconds: float | None = Field(None, gt=0.0)
     seed: int = 0
     device: Literal["auto", "cpu"] = "auto"
+    # speed on an accelerator (docs/training.md, "Fast training")
+    tf32: bool = True
+    channels_last: Literal["auto", "always", "never"] = "auto"
+    activation_checkpointing: bool = False
+    compile: bool = False
+    compile_options: dict[str, Any] = {}
+    #: Peak TFLOP/s of one device for the MFU figure; default: looked up from the CUDA device name.
+    peak_tflops: float | None = Field(None, gt=0.0)
     # bookkeeping
-    log_every: int = 10
-    save_every: int = 500
-    keep_checkpoints: int = 2
-    sample_every: int = 0
+    log_every: int = Field(10, ge=1)
+    #: 0 saves only at the end of the run (the last step is always saved).
+    save_every: int = Field(500, ge=0)
+    keep_checkpoints: int = Field(2, ge=1)
+    sample_every: int = Field(0, ge=0)
     sample_prompts: list[str] = []
-    sample_steps: int = 30
-    guidance_scale: float = 7.0
+    sample_steps: int = Field(30, ge=1)
+    guidance_scale: float = Field(7.0, ge=0.0)
 
 
 #: Options that may differ when resuming (they do not change what was already computed).
-RESUMABLE_CHANGES = ("steps", "max_seconds", "log_every", "save_every", "sample_every", "keep_checkpoints")
+RESUMABLE_CHANGES = (
+    "steps", "max_seconds", "log_every", "save_every", "sample_every", "keep_checkpoints", "data_workers",
+    "prefetch_batches", "compile", "compile_options", "activation_checkpointing", "peak_tflops",
+)
 
 
 def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
@@ -93,23 +118,6 @@ def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
     """
     mixed = (seed * 1_000_003 + step) * 1_009 + micro * 31
     return torch.Generator().manual_seed(mixed % (2**63 - 1))
-
-
-def batch_indices(
-    n: int, batch: int, step: int, micro: int, rank: int, world: int, accum: int, seed: int
-) -> torch.Tensor:
-    """Indices of one micro-batch: epoch-wise permutations, split across processes without overlap."""
-    position = (step * accum + micro) * batch * world + rank * batch
-    out: list[torch.Tensor] = []
-    taken = 0
-    while taken < batch:
-        epoch, offset = divmod(position, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        take = min(batch - taken, n - offset)
-        out.append(perm[offset : offset + take])
-        position += take
-        taken += take
-    return torch.cat(out)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -126,13 +134,14 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW (``fused``: one kernel for the whole update, on CUDA) or timm's LAMB."""
     groups = parameter_groups(model, cfg.weight_decay)
     if cfg.optimizer == "lamb":
         from timm.optim import Lamb
 
         return Lamb(groups, lr=cfg.lr, betas=cfg.betas)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
 
 
 class LRSchedule:
@@ -182,9 +191,10 @@ def resolve_reward_keys(cfg: TrainConfig, registry: Any) -> tuple[list[str], Any
     if cfg.no_rewards:
         return [], None
     from miro_core.bins import BinsFile
+    from miro_core.data.atomic import exists, join
 
-    bins_path = cfg.bins or str(Path(cfg.data) / "bins.json")
-    if not Path(bins_path).exists():
+    bins_path = cfg.bins or join(cfg.data, "bins.json")
+    if not exists(bins_path):
         raise ConfigError(f"no bins file at {bins_path}; pass --bins BINS.json (from `miro bins fit`) or --no-rewards")
     bins = BinsFile.load(bins_path, registry)
     keys = cfg.rewards or bins.reward_keys
@@ -194,6 +204,65 @@ def resolve_reward_keys(cfg: TrainConfig, registry: Any) -> tuple[list[str], Any
     return list(keys), bins
 
 
+def adopt_records_settings(cfg: TrainConfig, info: Any) -> TrainConfig:
+    """``cfg`` with the records' autoencoder, image size and text encoder; options set explicitly
+    (in the YAML file or on the command line) that contradict the records are refused."""
+    from miro_core.encode import absolute_paths
+
+    recorded = {
+        "autoencoder": info.autoencoder["name"],
+        "image_size": info.image_size,
+        "text_encoder": info.text_encoder["name"],
+    }
+    explicit = cfg.model_fields_set
+    conflicts = [f"{k}={getattr(cfg, k)} (records: {v})" for k, v in recorded.items()
+                 if k in explicit and getattr(cfg, k) != v]
+    for key, stored in (("autoencoder_options", info.autoencoder["options"]),
+                        ("text_encoder_options", info.text_encoder["options"])):
+        asked = absolute_paths(getattr(cfg, key))
+        conflicts += [f"{key}.{k}={v} (records: {stored.get(k)})" for k, v in asked.items()
+                      if k != "statistics" and str(stored.get(k)) != str(v)]
+    if conflicts:
+        raise DataError(
+            f"the records at {info.url} were encoded with other settings: {'; '.join(conflicts)}. Drop these "
+            "options (the records define them) or encode the annotations again with them"
+        )
+    return cfg.model_copy(update={
+        **recorded,
+        "autoencoder_options": info.autoencoder["options"],
+        "text_encoder_options": info.text_encoder["options"],
+    })
+
+
+@dataclass
+class GridData:
+    """What milestone grids need from the data: a few captions with their tokens (row 0: the empty
+    caption), the codec of the model input, and the input's shape."""
+
+    captions: list[str]
+    text_tokens: torch.Tensor
+    text_mask: torch.Tensor
+    reward_keys: list[str]
+    autoencoder: dict[str, Any] | None
+    sample_shape: tuple[int, int, int]
+
+
+def example_captions(dataset: Any, count: int = 8, scan: int = 256) -> tuple[list[str], list[Any], list[Any]]:
+    """Up to ``count`` distinct captions from the first records, with their tokens and masks."""
+    captions: list[str] = []
+    tokens: list[Any] = []
+    masks: list[Any] = []
+    for index in range(min(scan, len(dataset))):
+        record = dataset[index]
+        if record["caption"] and record["caption"] not in captions:
+            captions.append(record["caption"])
+            tokens.append(torch.from_numpy(record["tokens"]))
+            masks.append(torch.from_numpy(record["mask"]))
+        if len(captions) >= count:
+            break
+    return captions, tokens, masks
+
+
 class Trainer:
     """One training run; ``run()`` returns the run folder."""
 
@@ -201,7 +270,8 @@ class Trainer:
         from miro_core.low_precision import resolve_mixed_precision
 
         precision = resolve_mixed_precision(cfg.mixed_precision, "cpu" if runs_on_cpu(cfg) else "cuda")
-        self.cfg = cfg.model_copy(update={"mixed_precision": precision})  # config.json records the choice
+        # config.json records the choice (model_copy keeps which fields were set explicitly)
+        self.cfg = cfg.model_copy(update={"mixed_precision": precision})
         self.registry = registry
         self.show_progress = progress
         self.run_dir = Path(cfg.out)
@@ -229,53 +299,46 @@ class Trainer:
             )
         return previous
 
-    def run(self, resume: bool = False, stop_at_step: int | None = None) -> Path:
-        """Train (or continue with ``resume``); ``stop_at_step`` saves and exits early, keeping the
-        full schedule, for queues that limit job length."""
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
+    def _records(self) -> Any:
+        """The records to train on: ``data`` itself, or the records cache of an annotation folder
+        (encoded now by the main process if missing). Adopts the records' input and text settings."""
+        from miro_core.encode import EncodeConfig, records_for_training
+        from miro_core.records.layout import is_records, read_records
 
-        from miro_core.model import ModelSpec, build_model
-        from miro_core.run_folder import write_json_atomic
-        from miro_core.training_data import load_training_data
+        cfg, accelerator = self.cfg, self.accelerator
+        url = cfg.data
+        if not is_records(url):
+            encode = EncodeConfig(
+                data=cfg.data,
+                autoencoder=cfg.autoencoder,
+                autoencoder_options=cfg.autoencoder_options,
+                image_size=cfg.image_size,
+                text_encoder=cfg.text_encoder,
+                text_encoder_options=cfg.text_encoder_options,
+                device=str(accelerator.device),
+                workers=cfg.data_workers,
+            )
+            with accelerator.main_process_first():
+                url = records_for_training(
+                    encode, self.registry, progress=self.show_progress and accelerator.is_main_process
+                )
+        info = read_records(url)
+        self.cfg = adopt_records_settings(cfg, info)
+        return info
+
+    def _model_spec(self, info: Any, reward_keys: list[str]) -> Any:
+        from miro_core.backbone import parse_backbone_name
+        from miro_core.model import ModelSpec
 
         cfg = self.cfg
-        allow_new_precision(cfg.mixed_precision)
-        accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision,
-            gradient_accumulation_steps=cfg.grad_accumulation,
-            cpu=runs_on_cpu(cfg),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
-        )
-        self.accelerator = accelerator
-        if accelerator.is_main_process:
-            self._check_run_folder(resume)
-        accelerator.wait_for_everyone()
-        reward_keys, bins = resolve_reward_keys(cfg, self.registry)
-        encoder = self.registry.text_encoders.create(cfg.text_encoder, cfg.text_encoder_options)
-        with accelerator.main_process_first():
-            data = load_training_data(
-                cfg.data,
-                reward_keys,
-                bins,
-                encoder,
-                cfg.text_encoder_options,
-                cfg.image_size,
-                progress=self.show_progress and accelerator.is_main_process,
-                autoencoder=cfg.autoencoder,
-                latent_cache=cfg.latent_cache,
-                autoencoder_options=cfg.autoencoder_options,
-            )
-        self.data = data
-        from miro_core.backbone import parse_backbone_name
-
         backbone_name, parsed_options = parse_backbone_name(cfg.backbone, self.registry.backbones.as_dict())
-        spec = ModelSpec(
+        channels, size, _ = info.input_shape
+        return ModelSpec(
             backbone=backbone_name,
             backbone_options={**parsed_options, **cfg.backbone_options},
-            in_channels=data.images.shape[1],
-            image_size=int(data.images.shape[-1]),  # the latent size when training on cached latents
-            text_dim=int(data.text_tokens.shape[-1]),
+            in_channels=channels,
+            image_size=size,  # the latent size when training on latents
+            text_dim=info.text_shape[1],
             reward_keys=reward_keys,
             cond_dim=cfg.cond_dim,
             cond_heads=cfg.cond_heads,
@@ -287,32 +350,146 @@ class Trainer:
             precondition=cfg.precondition,
             sigma_data=cfg.sigma_data,
             loss_weighting=cfg.loss_weighting,
+            design=cfg.design,
         )
+
+    def run(self, resume: bool = False, stop_at_step: int | None = None) -> Path:
+        """Train (or continue with ``resume``); ``stop_at_step`` saves and exits early, keeping the
+        full schedule, for queues that limit job length."""
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        from miro_core import acceleration
+        from miro_core.model import build_model
+        from miro_core.run_folder import write_json_atomic
+
+        self.started_at = time.perf_counter()
+        self.first_step_at: float | None = None  # when the first step of this call ended (time to first step)
+        allow_new_precision(self.cfg.mixed_precision)
+        accelerator = Accelerator(
+            mixed_precision=self.cfg.mixed_precision,
+            gradient_accumulation_steps=self.cfg.grad_accumulation,
+            cpu=runs_on_cpu(self.cfg),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+        )
+        self.accelerator = accelerator
+        records = self._records()
+        cfg = self.cfg
+        if accelerator.is_main_process:
+            self._check_run_folder(resume)
+        accelerator.wait_for_everyone()
+        reward_keys, bins = resolve_reward_keys(cfg, self.registry)
+        missing = [k for k in reward_keys if k not in records.score_keys]
+        if missing:
+            raise DataError(
+                f"the records at {records.url} have no score column(s) {', '.join(missing)}; they hold "
+                f"{', '.join(records.score_keys) or 'none'} (choose --rewards from those, or annotate and encode again)"
+            )
+        spec = self._model_spec(records, reward_keys)
+        init = None
+        if cfg.init_from:
+            from miro_core import init_from
+
+            init = init_from.load_init_source(cfg.init_from, cfg.init_from_variant)
+            spec = init_from.adapt_spec(spec, init)
+            init_from.check_latent_statistics(init, self._codec(records))
+        device = accelerator.device
+        acceleration.enable_tf32(cfg.tf32)
+
         torch.manual_seed(cfg.seed)
         model = build_model(spec, self.registry)
-        optimizer = make_optimizer(cfg, model)
+        if init is not None and not resume:
+            self.init_report = init_from.initialise(model, init).as_json()
+        self.channels_last = acceleration.wants_channels_last(cfg.channels_last, model, device.type)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.activation_checkpointing:
+            acceleration.checkpoint_blocks(model.network)
+        optimizer = make_optimizer(cfg, model, fused=acceleration.fused_optimizer_supported(device.type))
         schedule = LRSchedule(cfg, cfg.steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        if cfg.compile:
+            acceleration.compile_model(model, cfg.compile_options)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        unwrapped = accelerator.unwrap_model(model)
+
         from diffusers.training_utils import EMAModel
 
-        ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+        # After prepare: under FSDP the EMA shadows the local shards of the parameters.
+        ema = EMAModel(unwrapped.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
         step = 0
         horizon_fixed = cfg.max_seconds is None
         if resume:
-            step, horizon_fixed = self._restore(model, optimizer, scheduler, ema, schedule)
+            step, horizon_fixed = self._restore(unwrapped, optimizer, scheduler, ema, schedule)
+        self.data = self._grid_data(records, reward_keys)
         if accelerator.is_main_process and step == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.run_dir / "config.json", self._run_config(spec, data, bins))
+            write_json_atomic(self.run_dir / "config.json", self._run_config(spec, records, bins))
             if bins is not None:
                 bins.save(str(self.run_dir / "bins.json"))
-        model, optimizer = accelerator.prepare(model, optimizer)
-        self._loop(model, optimizer, scheduler, ema, schedule, step, horizon_fixed, stop_at_step)
+        self.flops_per_sample = self._flops_per_sample(spec, records) if accelerator.is_main_process else None
+        loader = self._loader(records, reward_keys, bins, step)
+        self._loop(model, optimizer, scheduler, ema, schedule, step, horizon_fixed, stop_at_step, loader, records)
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return self.run_dir
 
-    def _run_config(self, spec: Any, data: Any, bins: Any) -> dict[str, Any]:
-        from miro_core import __version__
+    def _loader(self, records: Any, reward_keys: list[str], bins: Any, step: int) -> Any:
+        """Micro-batches of this process from ``step`` on, read by ``data_workers`` worker processes."""
+        from miro_core.records.order import ShuffledOrder, StepSampler
+        from miro_core.records.reader import Collate, RecordDataset, make_loader
+
+        cfg, accelerator = self.cfg, self.accelerator
+        dataset = RecordDataset(records, open_shards=cfg.shuffle_block_shards + 1)
+        order = ShuffledOrder(records.shard_sizes, cfg.seed, cfg.shuffle_block_shards)
+        sampler = StepSampler(
+            order, cfg.batch_size, accelerator.process_index, accelerator.num_processes, cfg.grad_accumulation,
+            start_step=step,
+        )
+        return make_loader(
+            dataset, sampler, Collate(reward_keys, bins), cfg.data_workers,
+            pin_memory=accelerator.device.type == "cuda", prefetch_factor=cfg.prefetch_batches,
+        )
+
+    def _grid_data(self, records: Any, reward_keys: list[str]) -> GridData:
+        from miro_core.records.reader import RecordDataset, empty_caption
+
+        empty_tokens, empty_mask = empty_caption(records)
+        captions, tokens, masks = example_captions(RecordDataset(records, open_shards=2))
+        return GridData(
+            captions=["", *captions],
+            text_tokens=torch.stack([empty_tokens, *tokens]),
+            text_mask=torch.stack([empty_mask, *masks]),
+            reward_keys=list(reward_keys),
+            autoencoder=self._codec(records),
+            sample_shape=tuple(records.input_shape),  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def _codec(records: Any) -> dict[str, Any]:
+        """How samples of this run decode to pixels (recorded in config.json for the pipeline)."""
+        if records.input_kind == "pixels":
+            return {"name": "pixels", "options": {}}
+        return {
+            "name": records.autoencoder["name"],
+            "options": records.autoencoder["options"],
+            "image_size": records.image_size,
+            "latent_shape": list(records.input_shape),
+            "statistics": records.autoencoder.get("statistics"),
+            "records": records.url,
+        }
+
+    def _flops_per_sample(self, spec: Any, records: Any) -> int | None:
+        from miro_core.backbone import BackboneSpec
+        from miro_core.model_stats import training_flops_per_sample
+
+        backbone = self.registry.backbones.create(spec.backbone, spec.backbone_options)
+        cond_len = len(spec.reward_keys) + spec.registers + records.text_shape[0]
+        backbone_spec = BackboneSpec(spec.in_channels, spec.image_size, spec.cond_dim)
+        return training_flops_per_sample(backbone, backbone_spec, cond_len)
+
+    def _run_config(self, spec: Any, records: Any, bins: Any) -> dict[str, Any]:
+        from miro_core import __version__, provenance
 
         return {
             "format": "miro-run",
@@ -321,51 +498,83 @@ class Trainer:
             "model": spec.as_json(),
             "reward_keys": spec.reward_keys,
             "text_encoder": {"name": self.cfg.text_encoder, "options": self.cfg.text_encoder_options},
-            "autoencoder": data.autoencoder or {"name": "pixels", "options": {}},
+            "autoencoder": self._codec(records),
             "num_bins": bins.num_bins if bins is not None else None,
             "guidance_scale": self.cfg.guidance_scale,
-            "data": {"path": self.cfg.data, "samples": len(data), "unique_captions": len(data.captions) - 1},
-            "example_prompts": data.captions[1:9],
+            "init_from": getattr(self, "init_report", None),
+            "data": {"path": self.cfg.data, "records": records.url, "samples": records.samples,
+                     "shards": len(records.shards)},
+            "example_prompts": self.data.captions[1:9],
+            "components": provenance.run_components(
+                self.registry, backbone=spec.backbone, text_encoder=self.cfg.text_encoder,
+                autoencoder=self._codec(records).get("name", "pixels"), data=self.cfg.data, bins=bins,
+            ),
         }
 
-    def _restore(self, model: Any, optimizer: Any, scheduler: Any, ema: Any, schedule: LRSchedule) -> tuple[int, bool]:
+    def _restore(
+        self, unwrapped: Any, optimizer: Any, scheduler: Any, ema: Any, schedule: LRSchedule
+    ) -> tuple[int, bool]:
         import json
 
+        from miro_core import sharding
         from miro_core.run_folder import latest_checkpoint, load_optimizer_state, load_weights
 
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return 0, self.cfg.max_seconds is None
         state = json.loads((path / "trainer_state.json").read_text())
-        model.load_state_dict(load_weights(path / "model.safetensors"))
-        optimizer.load_state_dict(load_optimizer_state(path / "optimizer.pt"))
+        sharding.load_model_state(unwrapped, load_weights(path / "model.safetensors"))
+        inner = getattr(optimizer, "optimizer", optimizer)
+        sharding.load_optimizer_state(unwrapped, inner, load_optimizer_state(path / "optimizer.pt"))
         scheduler.load_state_dict(state["scheduler"])
         ema_weights = load_weights(path / "model_ema.safetensors")
-        names = [n for n, _ in model.named_parameters()]
-        ema.shadow_params = [ema_weights[n].clone() for n in names]
+        named = list(unwrapped.named_parameters())
+        ema.shadow_params = [sharding.like(p, ema_weights[n]) for n, p in named]
         ema.optimization_step = int(state["ema_step"])
         schedule.horizon = int(state["horizon"])
         return int(state["step"]), bool(state["horizon_fixed"])
 
     # -- loop -----------------------------------------------------------------------------------
     def _loop(self, model: Any, optimizer: Any, scheduler: Any, ema: Any, schedule: LRSchedule, step: int,
-              horizon_fixed: bool, stop_at_step: int | None = None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+              horizon_fixed: bool, stop_at_step: int | None, loader: Any, records: Any) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         from miro_core.flow import interpolate, per_sample_mse, sample_time, velocity_target
+        from miro_core.model_stats import device_peak_flops
+        from miro_core.records.reader import empty_caption, model_input
 
-        cfg, accelerator, data = self.cfg, self.accelerator, self.data
+        cfg, accelerator = self.cfg, self.accelerator
         device = accelerator.device
         unwrapped = accelerator.unwrap_model(model)
         params = list(unwrapped.parameters())
+        from miro_core import sharding
+
+        self.sharded = sharding.is_sharded(unwrapped)
         writer = self._writer() if accelerator.is_main_process else None
         rank, world = accelerator.process_index, accelerator.num_processes
+        global_batch = cfg.batch_size * world * cfg.grad_accumulation
+        peak = device_peak_flops(device, cfg.mixed_precision, cfg.peak_tflops)
+        empty_tokens, empty_mask = (t.to(device) for t in empty_caption(records))
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         start_time, start_step = time.perf_counter(), step
         self._start_step = start_step
         progress = Progress(
             TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), disable=not (self.show_progress and accelerator.is_main_process),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            disable=not (self.show_progress and accelerator.is_main_process),
         )
+        batches = iter(loader)
+        self.data_wait = 0.0
+        rate_mark: tuple[int, float] | None = None  # throughput is measured from the end of the first step
+        self.samples_per_second: float | None = None
+        self.mfu: float | None = None
         with progress:
             task = progress.add_task("train", total=schedule.horizon, completed=step, info="")
             model.train()
@@ -377,21 +586,23 @@ class Trainer:
                 for micro in range(cfg.grad_accumulation):
                     with accelerator.accumulate(model):
                         gen = step_generator(cfg.seed, step, micro)
-                        idx = batch_indices(
-                            len(data), cfg.batch_size, step, micro, rank, world, cfg.grad_accumulation, cfg.seed
-                        )
+                        waited = time.perf_counter()
+                        batch = next(batches)
+                        self.data_wait += time.perf_counter() - waited
                         mine = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
-                        x0 = data.x0(idx).to(device)
+                        x0 = model_input(batch["input"].to(device, non_blocking=True))
+                        x0 = x0.contiguous(memory_format=memory_format)
                         noise = torch.randn((world * cfg.batch_size, *x0.shape[1:]), generator=gen)[mine].to(device)
                         times = sample_time(world * cfg.batch_size, cfg.time_sampling, gen, shift=cfg.time_shift)
                         t = times[mine].to(device)
-                        caption = data.caption_index[idx]
+                        tokens = batch["tokens"].to(device, non_blocking=True).float()
+                        mask = batch["mask"].to(device, non_blocking=True)
                         if cfg.text_dropout > 0:
                             dropped = (torch.rand(world * cfg.batch_size, generator=gen) < cfg.text_dropout)[mine]
-                            caption = torch.where(dropped, torch.zeros_like(caption), caption)
-                        tokens = data.text_tokens[caption].to(device).float()
-                        mask = data.text_mask[caption].to(device)
-                        levels = data.levels[idx].to(device) if data.levels is not None else None
+                            dropped = dropped.to(device)
+                            tokens = torch.where(dropped[:, None, None], empty_tokens.float(), tokens)
+                            mask = torch.where(dropped[:, None], empty_mask, mask)
+                        levels = batch["levels"].to(device, non_blocking=True) if "levels" in batch else None
                         x_t = interpolate(x0, noise, t)
                         with accelerator.autocast():
                             v, u = model(x_t, t, tokens, mask, levels, generator=gen, with_loss_weight=True)
@@ -409,25 +620,44 @@ class Trainer:
                 scheduler.step()
                 ema.step(params)
                 step += 1
-                self.step_durations.append(time.perf_counter() - step_start)
+                now = time.perf_counter()
+                self.step_durations.append(now - step_start)
+                if self.first_step_at is None:
+                    self.first_step_at = now
                 if not horizon_fixed and (step - start_step) % 25 == 0:
                     schedule.horizon = self._budgeted_horizon(step, start_time, schedule.horizon)
                     progress.update(task, total=schedule.horizon)
                 mse_value = loss_sum / cfg.grad_accumulation
                 if not math.isfinite(mse_value):
                     raise DataError(f"training diverged at step {step} (loss {mse_value}); lower --lr")
-                rate = (step - start_step) / max(1e-9, time.perf_counter() - start_time)
-                progress.update(task, completed=step, info=f"mse {mse_value:.4f} | {rate:.2f} steps/s")
+                info = f"mse {mse_value:.4f}"
+                if rate_mark is None:
+                    rate_mark = (step, now)
+                elif step > rate_mark[0]:
+                    steps_per_second = (step - rate_mark[0]) / max(1e-9, now - rate_mark[1])
+                    self.samples_per_second = steps_per_second * global_batch
+                    info += f" | {steps_per_second:.2f} steps/s | {self.samples_per_second:.0f} samples/s"
+                    if peak and self.flops_per_sample:
+                        self.mfu = self.samples_per_second * self.flops_per_sample / (peak * world)
+                        info += f" | MFU {100 * self.mfu:.1f}%"
+                progress.update(task, completed=step, info=info)
                 if writer is not None and (step % cfg.log_every == 0 or step == 1):
                     writer.add_scalar("train/mse", mse_value, step)
                     writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                     writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                    writer.add_scalar("train/steps_per_second", rate, step)
+                    writer.add_scalar("train/data_wait_share", self.data_wait / max(1e-9, now - start_time), step)
+                    if self.samples_per_second is not None:
+                        writer.add_scalar("train/steps_per_second", self.samples_per_second / global_batch, step)
+                        writer.add_scalar("train/samples_per_second", self.samples_per_second, step)
+                    if self.mfu is not None:
+                        writer.add_scalar("train/mfu", self.mfu, step)
                 done = step >= schedule.horizon or step == stop_at_step
                 if (cfg.save_every and step % cfg.save_every == 0) or done:
                     self._save(unwrapped, optimizer, scheduler, ema, schedule, step, horizon_fixed)
                 if cfg.sample_every and (step % cfg.sample_every == 0 or done) and accelerator.is_main_process:
-                    self._sample_grid(unwrapped, ema, params, step)
+                    if not self.sharded:  # a sharded model samples only with every process taking part
+                        self._sample_grid(unwrapped, ema, params, step)
+        del batches  # stops the loader's workers
         if writer is not None:
             writer.close()
         self.steps_done = step
@@ -459,15 +689,22 @@ class Trainer:
 
     def _save(self, unwrapped: Any, optimizer: Any, scheduler: Any, ema: Any, schedule: LRSchedule, step: int,
               horizon_fixed: bool) -> None:
+        """Every process takes part (gathering shards under FSDP); the main process writes."""
+        from miro_core import sharding
         from miro_core.run_folder import save_checkpoint
 
         self.accelerator.wait_for_everyone()
+        sharded = sharding.is_sharded(unwrapped)
+        if not (sharded or self.accelerator.is_main_process):
+            return
+        state = sharding.model_state(unwrapped)
+        shadow = sharding.gather_all(ema.shadow_params)
+        optimizer_state = sharding.optimizer_state(unwrapped, getattr(optimizer, "optimizer", optimizer))
         if not self.accelerator.is_main_process:
             return
-        state = unwrapped.state_dict()
         names = [n for n, _ in unwrapped.named_parameters()]
         ema_state = dict(state)
-        ema_state.update({n: p for n, p in zip(names, ema.shadow_params)})
+        ema_state.update(dict(zip(names, shadow)))
         trainer_state = {
             "scheduler": scheduler.state_dict(),
             "ema_step": ema.optimization_step,
@@ -475,7 +712,7 @@ class Trainer:
             "horizon_fixed": horizon_fixed,
         }
         save_checkpoint(
-            self.run_dir, step, state, ema_state, optimizer.state_dict(), trainer_state, self.cfg.keep_checkpoints
+            self.run_dir, step, state, ema_state, optimizer_state, trainer_state, self.cfg.keep_checkpoints
         )
 
     def _sample_grid(self, unwrapped: Any, ema: Any, params: list[Any], step: int) -> None:

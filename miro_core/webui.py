@@ -161,6 +161,10 @@ def build_app(session: ServeSession | None, error: str | None = None) -> Any:
 
         def on_generate(*values: Any) -> tuple[Any, ...]:
             unchanged = (gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            if len(values) < 9:
+                raise gr.Error(f"expected {len(inputs)} input values (prompt, images, steps, sampler, guidance, "
+                               f"strategy, strategy options, seed, side by side, then the reward sliders), "
+                               f"got {len(values)}")
             try:
                 request = session.validate(*values[:9], slider_values=values[9:])
                 generation = session.generate(request)
@@ -184,9 +188,11 @@ def build_app(session: ServeSession | None, error: str | None = None) -> Any:
 
         inputs = [prompt, num_images, steps, sampler, guidance, strategy, strategy_options, seed, compare, *sliders]
         outputs = [gallery_a, gallery_b, scores, download, status]
+        # preprocess=False: the raw values reach ServeSession.validate, which answers every bad value (a string
+        # for a number, None, NaN) with a message instead of gradio's bare conversion error
         gr.on(
             [generate.click, prompt.submit], on_generate, inputs=inputs, outputs=outputs, concurrency_limit=1,
-            api_name="generate",
+            api_name="generate", preprocess=False,
         )
         if keys:
             compare.change(on_compare, inputs=[compare], outputs=[accordions[1], gallery_b], **hidden_api(gr))
@@ -200,6 +206,7 @@ def serve(session: ServeSession, host: str = "127.0.0.1", port: int = 7860, **la
         launch.setdefault("css", CSS)
     app = build_app(session)
     app.queue(default_concurrency_limit=1, max_size=32)
+    launch.setdefault("show_error", True)  # API clients get gradio's own message (e.g. too few inputs), not null
     app.launch(
         server_name=host,
         server_port=port,

@@ -50,8 +50,50 @@ def test_cli_writes_one_row_per_sample(tiny_shapes: Path, tmp_path: Path):
     assert summary["samples"] == 240 and summary["images_per_second"] > 0
     assert set(summary["reward_seconds"]) == set(REWARDS.split(","))
     assert "images/s" in result.output
+    assert 0 <= summary["device_wait_share"] <= 1 and summary["shards"]["finished"] == 3
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["rewards"] == REWARDS.split(",") and config["reward_versions"]
+    for name in REWARDS.split(","):
+        provenance = config["components"]["rewards"][name]
+        assert provenance["distribution"] == f"miro-reward-{name}" and "options" in provenance
+
+
+class WherePrepared(RewardModel):
+    """Scores 1.0 when ``prepare`` ran in another process than ``score_prepared``."""
+
+    name = "where-prepared"
+
+    def prepare(self, image, caption):
+        return os.getpid(), image.size[0]
+
+    def score_prepared(self, prepared):
+        return [float(pid != os.getpid()) for pid, _ in prepared]
+
+    def score(self, images, captions):
+        return self.score_prepared([self.prepare(i, c) for i, c in zip(images, captions)])
+
+
+@pytest.mark.parametrize("mode", ["all", "sequential"])
+def test_workers_give_the_same_tables_as_in_process(tiny_shapes: Path, tmp_path: Path, registry, mode: str):
+    names = REWARDS.split(",")
+    tables = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        cfg = AnnotateConfig(
+            data=str(tiny_shapes), out=str(out), rewards=names, workers=workers, batch_size=32, reward_loading=mode
+        )
+        report = Annotator(cfg, [registry.rewards.create(n) for n in names]).run()
+        assert report.stats.workers == workers
+        tables[workers] = all_rows(out)
+    assert tables[0] == tables[2] and len(tables[0]) == 240
+
+
+def test_prepare_runs_in_the_workers_on_an_unloaded_copy(tiny_shapes: Path, tmp_path: Path):
+    for workers, expected in ((0, 0.0), (2, 1.0)):
+        cfg = AnnotateConfig(data=str(tiny_shapes), out=str(tmp_path / f"p{workers}"), rewards=["where-prepared"],
+                             workers=workers)
+        Annotator(cfg, [WherePrepared()]).run()
+        assert {r["where-prepared"] for r in all_rows(tmp_path / f"p{workers}")} == {expected}
 
 
 class NaNForSquares(RewardModel):
@@ -166,6 +208,8 @@ def test_resume_after_kill_9_gives_exactly_one_row_per_sample(tiny_shapes: Path,
     keys = [r["key"] for r in all_rows(out)]
     assert len(keys) == 240 and len(set(keys)) == 240
     assert not list((out / "parts").rglob("*.parquet")), "finished shards clean up their parts"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples"] == 240 and summary["scored"] == 240, "the summary totals the run across resumes"
 
 
 @pytest.mark.slow
@@ -188,6 +232,8 @@ def test_two_accelerate_processes_split_shards_without_overlap(tiny_shapes: Path
     assert sum(s["samples"] for s in summaries) == 240
     keys = [r["key"] for r in all_rows(out)]
     assert len(keys) == 240 and len(set(keys)) == 240
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples"] == 240 and summary["runs"] == 2, "summary.json totals both processes"
 
 
 MEASURE_PEAK = """
@@ -221,3 +267,21 @@ def test_peak_memory_stays_flat_as_shards_grow(tmp_path: Path):
         peaks[shards] = int(result.stdout.strip().splitlines()[-1]) / 1024
     # 10 more shards hold ~50 MB of decoded pixels; streaming keeps the peak within a few MB.
     assert peaks[12] < peaks[2] + 25, peaks
+
+
+@pytest.mark.parametrize(
+    ("device", "cores", "shards", "expected"),
+    [
+        ("cpu", 2, 10, 0),
+        ("cpu", 4, 10, 1),
+        ("cpu", 16, 10, 4),
+        ("cuda", 16, 10, 8),
+        ("cuda", 16, 3, 3),
+        ("cuda", 1, 5, 0),
+    ],
+)
+def test_default_workers(monkeypatch, device, cores, shards, expected):
+    from miro_core.annotation.config import auto_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert auto_workers(device, shards) == expected

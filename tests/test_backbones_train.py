@@ -49,7 +49,7 @@ def test_tiny_backbone_trains_samples_and_round_trips(backbone, tiny_annotations
         steps=STEPS,
         lr=3e-3,
         warmup_steps=3,
-        save_every=0,
+        save_every=STEPS,
         log_every=1,
     )
     config = tmp_path / "train.yaml"

@@ -79,3 +79,109 @@ def test_levels_monotone_and_on_grid(registry, data, probes, bins, strategy, tie
     grid_index = levels * (bins - 1)
     np.testing.assert_allclose(grid_index, np.rint(grid_index), atol=1e-9)
     assert levels.min() >= 0 and levels.max() <= 1
+
+
+def test_non_finite_scores_are_missing_levels(registry):
+    binner = registry.binners.create("quantile", {"num_bins": 4}).fit(np.arange(10.0))
+    levels = binner.transform(np.array([np.inf, -np.inf, np.nan, 0.0, 100.0]))
+    assert np.isnan(levels[:3]).all() and levels[3] == 0.0 and levels[4] == 1.0
+    for ties in ("released", "spread"):
+        edges = np.array([0.0, 1.0, 2.0])
+        assert np.isnan(levels_from_edges(np.array([np.inf, -np.inf]), edges, ties)).all()
+
+
+class ShiftedBinner(__import__("miro_core.binning", fromlist=["Binner"]).Binner):
+    """A third-party-style binner with an option of its own: uniform edges from ``low`` to the maximum."""
+
+    name = "shifted"
+
+    class Options(__import__("miro_core.binning", fromlist=["BinnerOptions"]).BinnerOptions):
+        low: float = 0.0
+
+    def fit_edges(self, values):
+        return np.linspace(self.options.low, float(values.max()), self.num_bins)
+
+
+class CustomRuleBinner(ShiftedBinner):
+    """Replaces the level rule itself: its bins files need the plugin to be read."""
+
+    name = "custom-rule"
+
+    def transform(self, values):
+        return np.clip(np.asarray(values, dtype=np.float64) / 10.0, 0.0, 1.0)
+
+
+def _registry_with(*classes):
+    from miro_core.plugins import build_registry
+
+    reg = build_registry()
+    for cls in classes:
+        reg.binners.add(cls, "test-binners", "test-binners-dist", "0.3")
+    return reg
+
+
+def test_binner_option_provenance_and_a_self_contained_bins_file(tiny_annotations, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    import miro_cli.bins_cmd as bins_cmd
+    from miro_cli.main import app
+    from miro_core.bins import BinsFile
+    from miro_core.plugins import build_registry
+
+    reg = _registry_with(ShiftedBinner)
+    monkeypatch.setattr(bins_cmd, "registry", lambda warn=True: reg)
+    out = tmp_path / "bins.json"
+    result = CliRunner().invoke(
+        app,
+        ["bins", "fit", str(tiny_annotations), "--out", str(out), "--strategy", "shifted", "--bins", "8",
+         "--binner-option", "low=-1.5"],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert payload["binner"]["distribution"] == "test-binners-dist"
+    assert payload["binner"]["distribution_version"] == "0.3"
+    assert payload["binner"]["options"]["low"] == -1.5 and payload["levels_rule"] == "edges"
+    reward = next(iter(payload["rewards"]))
+    assert payload["rewards"][reward]["edges"][0] == -1.5 and payload["rewards"][reward]["options"]["low"] == -1.5
+    # The binner plugin is gone: the bins file still maps scores to the same levels.
+    fitted = BinsFile.load(str(out), reg)
+    alone = BinsFile.load(str(out), build_registry())
+    values = np.linspace(-3, 3, 50)
+    np.testing.assert_array_equal(fitted.levels(reward, values), alone.levels(reward, values))
+    alone.save(str(tmp_path / "again.json"))
+    assert json.loads((tmp_path / "again.json").read_text())["rewards"] == payload["rewards"]
+    bad = CliRunner().invoke(
+        app, ["bins", "fit", str(tiny_annotations), "--out", str(tmp_path / "x.json"), "--strategy", "shifted",
+              "--binner-option", "nope=1"],
+    )
+    assert bad.exit_code == 1 and "nope" in bad.output and not (tmp_path / "x.json").exists()
+
+
+def test_a_custom_level_rule_needs_its_plugin_and_says_so(tiny_annotations, tmp_path):
+    from miro_core.bins import BinsFile, fit_bins
+    from miro_core.errors import DataError
+    from miro_core.plugins import build_registry
+
+    reg = _registry_with(CustomRuleBinner)
+    fitted = fit_bins(str(tiny_annotations), num_bins=4, strategy="custom-rule", registry=reg)
+    path = tmp_path / "bins.json"
+    fitted.save(str(path))
+    assert BinsFile.load(str(path), reg).levels(fitted.reward_keys[0], np.array([5.0]))[0] == 0.5
+    with pytest.raises(DataError, match=r"bins\.json.*custom-rule.*test-binners-dist"):
+        BinsFile.load(str(path), build_registry())
+
+
+def test_version_1_bins_files_still_load(tmp_path):
+    import json
+
+    from miro_core.bins import BinsFile
+
+    legacy = {
+        "format": "miro-bins", "version": 1, "strategy": "quantile", "num_bins": 3, "source": "a",
+        "rewards": {"r": {"binner": "quantile", "num_bins": 3, "ties": "released", "edges": [0.0, 1.0, 2.0]}},
+    }
+    (tmp_path / "old.json").write_text(json.dumps(legacy))
+    bins = BinsFile.load(str(tmp_path / "old.json"))
+    np.testing.assert_array_equal(bins.levels("r", np.array([0.5, 1.5, 5.0])), [0.0, 0.5, 1.0])

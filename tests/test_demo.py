@@ -28,7 +28,10 @@ def test_tiny_demo_writes_grid_and_report(registry, tmp_path: Path):
     assert set(stored["rewards"]) == set(DEMO_REWARDS)
     for values in stored["rewards"].values():
         assert set(values) == {"high", "low"} and all(0.0 <= v <= 1.0 for v in values.values())
-    assert set(stored["seconds"]) == {"data", "annotate", "bins", "train", "sample", "score"}
+    assert set(stored["seconds"]) == {"data", "annotate", "bins", "encode", "train", "sample", "score"}
+    # training streamed the records the encode stage wrote (not the annotations)
+    run_config = json.loads((out / "run" / "config.json").read_text())
+    assert run_config["data"]["records"] == str(out / "records") and run_config["data"]["samples"] == 200
     assert stored["train_steps"] == 6
     recognition = stored["recognised_shapes"]
     assert set(recognition) == {"high", "low", "training data"}

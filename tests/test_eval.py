@@ -246,3 +246,92 @@ def test_cli_eval_on_hand_made_image_folder(hand_made, tmp_path: Path):
     (folder / "prompts.txt").write_text("a red circle\n")
     mismatch = CliRunner().invoke(app, ["eval", str(folder), "--out", str(tmp_path / "bad")])
     assert mismatch.exit_code == 1 and "1 prompts for 11 images" in mismatch.output
+
+
+def test_cli_eval_strategy_options_and_what_config_records(tiny_run: Path, tmp_path: Path):
+    runner = CliRunner()
+    base = ["eval", str(tiny_run), "--per-category", "1", "--n", "1", "--steps", "2", "--no-images"]
+    out = tmp_path / "isolate"
+    result = runner.invoke(app, [*base, "--strategy", "isolate", "--strategy-option", "target=shapes-aesthetic",
+                                 "--strategy-option", "scale=3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["strategy_used"] == "isolate" and config["guidance_used"] == 3.0
+    assert config["strategy_options_used"] == {"target": "shapes-aesthetic"}
+    assert config["negative_reward_targets_used"] == {"shapes-alignment": 1.0, "shapes-aesthetic": 0.0,
+                                                      "shapes-sharpness": 1.0}
+    # measured with the run's own rewards, each with its provenance
+    assert config["reward_choice"]["origin"] == "run" and config["rewards"] == config["reward_keys"]
+    assert "measured with the run's own rewards" in result.output
+    components = config["components"]
+    assert components["guidance"]["distribution"] == "miro" and components["sampler"]["name"] == "euler"
+    assert components["backbone"]["distribution"] == "miro-backbone-hybrid"
+    assert components["rewards"]["shapes-aesthetic"]["distribution"] == "miro-reward-shapes-aesthetic"
+    assert "strategy isolate" in (out / "summary.md").read_text()
+
+    cases = [
+        (["--guidance", "2", "--strategy-option", "scale=3"], "--guidance 2 and --strategy-option scale=3 disagree"),
+        (["--strategy-option", "interval_start=.nan"], "interval_start=.nan: must be a finite number"),
+        (["--strategy", "nope"], "unknown guidance strategy 'nope'"),
+        (["--strategy", "isolate"], "target: Field required"),
+        (["--sampler", "rk4"], "unknown sampler 'rk4'"),
+        (["--weights", "foo"], "--weights foo: choose ema"),
+        (["--device", "gpu"], "--device gpu: not a device"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, [*base, *extra, "--out", str(tmp_path / "bad")])
+        assert result.exit_code == 1, (extra, result.output)
+        assert message in " ".join(result.output.split()), (extra, result.output)
+        assert not (tmp_path / "bad" / "config.json").exists()
+    same = runner.invoke(app, [*base, "--guidance", "3", "--strategy-option", "scale=3", "--out", str(tmp_path / "s")])
+    assert same.exit_code == 0, same.output
+
+
+def test_cli_eval_falls_back_clearly_when_the_runs_rewards_cannot_load(tiny_run: Path, tmp_path: Path, monkeypatch):
+    from miro_core import run_rewards
+    from miro_core.evaluation import EvalConfig, run_eval
+    from miro_core.plugins import build_registry
+
+    keys = json.loads((tiny_run / "config.json").read_text())["reward_keys"]
+    original, calls = run_rewards.load_reward, []
+
+    def first_pass_needs_weights(registry, name, options, device, source=None):
+        calls.append(name)
+        if len(calls) <= len(keys):  # the run's own rewards: "weights not on this machine"
+            return None, f"{name}: weights missing"
+        return original(registry, name, options, device, source)
+
+    monkeypatch.setattr(run_rewards, "load_reward", first_pass_needs_weights)
+    lines: list[str] = []
+    cfg = EvalConfig(source=str(tiny_run), out=str(tmp_path / "e"), per_category=1, n=1, steps=1, save_images=False)
+    summary = run_eval(cfg, build_registry(), log=lines.append)
+    choice = summary["reward_choice"]
+    assert choice["origin"] == "fallback" and choice["measured"] == list(run_rewards.FALLBACK_REWARDS)
+    assert choice["unavailable"] == {k: f"{k}: weights missing" for k in keys}
+    assert any("shapes-world rewards (fallback)" in line and "not measured" in line for line in lines)
+    assert "Measured with the shapes-world rewards (fallback)" in (tmp_path / "e" / "summary.md").read_text()
+
+
+def test_cli_sample_records_the_targets_and_scale_it_used(tiny_run: Path, tmp_path: Path):
+    runner = CliRunner()
+    base = ["sample", str(tiny_run), "--prompt", "a red circle", "--n", "1", "--steps", "2"]
+    result = runner.invoke(app, [*base, "--strategy-option", "scale=2.5", "--negative-reward", "shapes-aesthetic=0.3",
+                                 "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["guidance"] == 2.5 and config["strategy"] == "miro" and config["strategy_options"] == {}
+    assert config["negative_reward_targets"] == {"shapes-alignment": 0.0, "shapes-aesthetic": 0.3,
+                                                 "shapes-sharpness": 0.0}
+    assert set(config["components"]) == {"backbone", "text_encoder", "autoencoder", "guidance", "sampler"}
+    assert config["components"]["text_encoder"]["distribution"] == "miro-text-minilm"
+    result = runner.invoke(app, [*base, "--strategy", "cfg", "--reward", "shapes-sharpness=0.2", "--weights", "raw",
+                                 "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["negative_reward_targets"] == config["reward_targets"], "cfg: both branches ask the same"
+    assert config["reward_targets"]["shapes-sharpness"] == 0.2 and config["weights"] == "raw"
+    assert config["guidance"] == 1.5, "the run's default weight"
+    disagree = runner.invoke(app, [*base, "--guidance", "2", "--strategy-option", "scale=5", "--out",
+                                   str(tmp_path / "c")])
+    assert disagree.exit_code == 1 and "--guidance 2 and --strategy-option scale=5 disagree" in disagree.output
+    assert not (tmp_path / "c").exists(), "nothing is written for a refused request"

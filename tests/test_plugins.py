@@ -1,47 +1,57 @@
-"""The plugin manager: built-ins through hooks, duplicates, misspelled hooks, broken plugins, env vars."""
+"""The plugin manager: built-ins through hooks, name conflicts, misspelled and undecorated hooks, broken plugins
+(even ones calling sys.exit), strict mode, plugin folders, load times, env vars."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import textwrap
+import time
 import types
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
 from miro_core.errors import DuplicateNameError, PluginError, UnknownComponentError
 from miro_core.hookspecs import hookimpl
-from miro_core.plugins import build_registry
+from miro_core.plugins import build_registry, check_strict
 from miro_core.rewards import RewardModel
 
 
-def make_reward(name: str) -> type[RewardModel]:
+def make_reward(name: str, value: float = 1.0) -> type[RewardModel]:
     class _Reward(RewardModel):
         inputs = frozenset({"image"})
 
         def score(self, images, captions):
-            return [1.0] * len(images)
+            return [value] * len(images)
 
     _Reward.name = name
     return _Reward
 
 
-def plugin_module(name: str, api: str | None = ">=1,<2", **hooks) -> types.ModuleType:
+def plugin_module(name: str, api: str | None = ">=1,<2", distribution: str | None = None, **hooks) -> types.ModuleType:
     module = types.ModuleType(name)
     if api is not None:
         module.MIRO_API = api
+    if distribution is not None:
+        module.__distribution__ = distribution
     for hook_name, function in hooks.items():
         setattr(module, hook_name, hookimpl(function))
     return module
 
 
-def rewards_hook(*names: str):
+def rewards_hook(*names: str, value: float = 1.0):
     def register_rewards(register):
         for name in names:
-            register(make_reward(name))
+            register(make_reward(name, value))
 
     return register_rewards
+
+
+def plugin(reg, name):
+    return next(p for p in reg.plugins if p.name == name)
 
 
 def test_builtins_register_through_hooks():
@@ -50,40 +60,125 @@ def test_builtins_register_through_hooks():
     assert {"none", "cfg", "miro", "isolate", "tradeoff"} <= set(reg.guidance)
     assert {"euler", "heun"} <= set(reg.samplers)
     assert "pixels" in reg.autoencoders
-    assert all(p.distribution == "miro" for p in reg.plugins)
+    assert all(p.distribution == "miro" and p.source == "built-in" for p in reg.plugins)
+    assert reg.problems() == []
 
 
 def test_third_party_module_registers_and_reports_provides():
     module = plugin_module("good", register_rewards=rewards_hook("fancy"))
     reg = build_registry(load_entry_points=False, extra_plugins=[("good", module)])
     assert reg.rewards.create("fancy").score([None, None], ["a", "b"]) == [1.0, 1.0]
-    info = next(p for p in reg.plugins if p.name == "good")
+    info = plugin(reg, "good")
     assert info.provides == {"reward": ["fancy"]} and info.hooks == ["register_rewards"] and info.error is None
+    assert info.load_seconds >= 0 and info.slow is None and info.conflicts == [] and info.warnings == []
 
 
-def test_duplicate_name_is_a_clear_error_and_other_plugins_survive():
-    first = plugin_module("first", register_rewards=rewards_hook("same"))
-    second = plugin_module("second", register_rewards=rewards_hook("same", "other"))
-    reg = build_registry(load_entry_points=False, extra_plugins=[("first", first), ("second", second)])
-    failed = next(p for p in reg.plugins if p.name == "second")
-    assert "registered twice" in failed.error and "'first'" in failed.error
-    assert "other" not in reg.rewards, "a failing plugin registers nothing"
-    assert "same" in reg.rewards
+# -- the same name from two distributions --------------------------------------------------------------------------
+def two_providers():
+    first = plugin_module("first", distribution="dist-a", register_rewards=rewards_hook("same", value=1.0))
+    second = plugin_module("second", distribution="dist-b", register_rewards=rewards_hook("same", "other", value=0.0))
+    return build_registry(load_entry_points=False, extra_plugins=[("first", first), ("second", second)])
 
 
-def test_duplicate_is_fatal_in_strict_mode(monkeypatch):
+def test_a_name_from_two_distributions_is_an_error_when_used_naming_both():
+    reg = two_providers()
+    assert plugin(reg, "first").error is None and plugin(reg, "second").error is None, "neither is 'broken'"
+    assert "other" in reg.rewards, "the second plugin's other names are registered"
+    assert reg.rewards.names().count("same") == 1 and "same" in reg.rewards
+    for use in (lambda: reg.rewards.get("same"), lambda: reg.rewards.create("same"),
+                lambda: reg.provenance("rewards", "same"), lambda: reg.rewards.as_dict()["same"]):
+        with pytest.raises(DuplicateNameError) as caught:
+            use()
+        message = str(caught.value)
+        assert "dist-a" in message and "dist-b" in message
+        assert "'dist-a:same'" in message and "'dist-b:same'" in message and "MIRO_BLOCK_PLUGINS" in message
+
+
+def test_a_qualified_name_picks_one_everywhere():
+    reg = two_providers()
+    assert reg.rewards.create("dist-a:same").score([None], ["x"]) == [1.0]
+    assert reg.rewards.create("dist-b:same").score([None], ["x"]) == [0.0]
+    assert reg.rewards.create("second:same").score([None], ["x"]) == [0.0], "the plugin name qualifies too"
+    assert "dist-a:same" in reg.rewards and "dist-c:same" not in reg.rewards
+    assert reg.rewards.as_dict()["dist-b:same"] is reg.rewards.get("dist-b:same")
+    with pytest.raises(UnknownComponentError, match="provided by: dist-a:same, dist-b:same"):
+        reg.rewards.get("dist-c:same")
+    assert reg.rewards.create("dist-b:other").name == "other"
+    assert reg.binners.get("miro:quantile").name == "quantile"
+
+
+def test_provenance_names_the_distribution_of_a_qualified_name():
+    reg = two_providers()
+    record = reg.provenance("rewards", "dist-b:same")
+    assert record == {"name": "same", "version": "1", "plugin": "second", "distribution": "dist-b",
+                      "distribution_version": "test"}
+    assert reg.provenance("binners", "quantile")["distribution"] == "miro"
+
+
+def test_miro_plugins_shows_both_as_conflicting_not_broken():
+    reg = two_providers()
+    first, second = plugin(reg, "first"), plugin(reg, "second")
+    assert first.error is None and second.error is None
+    assert len(first.conflicts) == 1 and "dist-b" in first.conflicts[0] and "'dist-a:same'" in first.conflicts[0]
+    assert len(second.conflicts) == 1 and "dist-a" in second.conflicts[0]
+    assert any("provided by more than one distribution" in p for p in reg.problems())
+
+
+def test_a_plugin_that_sorts_first_never_replaces_a_builtin():
+    from miro_core.builtin.binners import UniformBinner
+
+    class Impostor(UniformBinner):
+        name = "quantile"
+
+    impostor = plugin_module("aaa", distribution="aaa-impostor", register_binners=lambda register: register(Impostor))
+    reg = build_registry(load_entry_points=False, extra_plugins=[("aaa", impostor)])
+    with pytest.raises(DuplicateNameError, match="aaa-impostor"):
+        reg.binners.get("quantile")
+    assert reg.binners.get("miro:quantile").__module__ == "miro_core.builtin.binners"
+
+
+def test_conflicts_are_fatal_in_strict_mode(monkeypatch):
+    reg = two_providers()
+    check_strict(reg)  # not strict: nothing raised
     monkeypatch.setenv("MIRO_STRICT_PLUGINS", "1")
-    first = plugin_module("first", register_rewards=rewards_hook("same"))
-    second = plugin_module("second", register_rewards=rewards_hook("same"))
-    with pytest.raises(PluginError, match="registered twice"):
-        build_registry(load_entry_points=False, extra_plugins=[("first", first), ("second", second)])
+    with pytest.raises(PluginError, match="provided by more than one distribution"):
+        check_strict(reg)
 
 
-def test_misspelled_hook_is_caught_by_check_pending():
+def test_one_plugin_registering_a_name_twice_fails_alone():
+    twice = plugin_module("twice", register_rewards=rewards_hook("x", "x"))
+    reg = build_registry(load_entry_points=False, extra_plugins=[("twice", twice)])
+    assert "registers reward 'x' twice" in plugin(reg, "twice").error and "x" not in reg.rewards
+
+
+def test_names_with_separators_are_refused():
+    bad = plugin_module("bad", register_rewards=rewards_hook("a:b"))
+    reg = build_registry(load_entry_points=False, extra_plugins=[("bad", bad)])
+    assert "may not contain" in plugin(reg, "bad").error
+
+
+# -- hooks ---------------------------------------------------------------------------------------------------------
+def test_misspelled_decorated_hook_is_caught_by_check_pending_with_a_suggestion():
     module = plugin_module("typo", register_reward=rewards_hook("x"))  # missing "s"
     reg = build_registry(load_entry_points=False, extra_plugins=[("typo", module)])
-    failed = next(p for p in reg.plugins if p.name == "typo")
-    assert "unknown hook" in failed.error and "register_reward" in failed.error
+    error = plugin(reg, "typo").error
+    assert "unknown hook" in error and "register_reward" in error and "did you mean register_rewards?" in error
+
+
+@pytest.mark.parametrize("function_name", ["register_rewards", "register_reward", "registr_rewards"])
+def test_undecorated_functions_that_look_like_hooks_are_reported(function_name, monkeypatch):
+    module = plugin_module("forgot", register_binners=lambda register: None)
+    setattr(module, function_name, rewards_hook("never"))  # no @hookimpl: pluggy never calls it
+    module.register_helper = lambda: None  # not hook-like: not reported
+    reg = build_registry(load_entry_points=False, extra_plugins=[("forgot", module)])
+    info = plugin(reg, "forgot")
+    assert info.error is None and len(info.warnings) == 1
+    assert f"{function_name}()" in info.warnings[0] and "@hookimpl" in info.warnings[0]
+    if function_name != "register_rewards":
+        assert "rename it to register_rewards" in info.warnings[0]
+    monkeypatch.setenv("MIRO_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="never called"):
+        check_strict(reg)
 
 
 def test_api_version_mismatch_and_missing_declaration():
@@ -103,23 +198,78 @@ def test_registering_a_non_component_fails_the_plugin():
     reg = build_registry(
         load_entry_points=False, extra_plugins=[("bad", plugin_module("bad", register_rewards=register_rewards))]
     )
-    assert "not a subclass" in next(p for p in reg.plugins if p.name == "bad").error
+    assert "not a subclass" in plugin(reg, "bad").error
 
 
-def test_import_failure_is_reported_and_strict_mode_raises(monkeypatch):
-    broken = EntryPoint(name="broken", value="miro_no_such_module_xyz", group="miro")
-    reg = build_registry(entry_point_list=[broken])
-    failed = next(p for p in reg.plugins if p.name == "broken")
-    assert failed.error.startswith("import failed: ModuleNotFoundError")
+def test_a_hook_calling_sys_exit_fails_only_its_plugin():
+    def register_rewards(register):
+        sys.exit(3)
+
+    exiting = plugin_module("exiting", register_rewards=register_rewards)
+    good = plugin_module("good", register_rewards=rewards_hook("fine"))
+    reg = build_registry(load_entry_points=False, extra_plugins=[("exiting", exiting), ("good", good)])
+    assert "SystemExit(3)" in plugin(reg, "exiting").error and "fine" in reg.rewards
+
+
+# -- importing -----------------------------------------------------------------------------------------------------
+def write_module(folder: Path, name: str, body: str) -> Path:
+    path = folder / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+GOOD_FILE = """
+from miro_core.hookspecs import hookimpl
+from miro_core.rewards import RewardModel
+
+MIRO_API = ">=1,<2"
+
+
+class Dev(RewardModel):
+    name = "{name}"
+    inputs = frozenset({{"image"}})
+
+    def score(self, images, captions):
+        return [0.5] * len(images)
+
+
+@hookimpl
+def register_rewards(register):
+    register(Dev)
+"""
+
+
+def test_import_failure_and_system_exit_at_import_are_reported(tmp_path, monkeypatch):
+    write_module(tmp_path, "miro_test_exits_at_import", "import sys\nsys.exit('bye')\n")
+    write_module(tmp_path, "miro_test_raises_base", "class Odd(BaseException):\n    pass\nraise Odd('odd')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = [
+        EntryPoint(name="broken", value="miro_no_such_module_xyz", group="miro"),
+        EntryPoint(name="exits", value="miro_test_exits_at_import", group="miro"),
+        EntryPoint(name="odd", value="miro_test_raises_base", group="miro"),
+    ]
+    reg = build_registry(entry_point_list=eps)
+    assert plugin(reg, "broken").error.startswith("import failed: ModuleNotFoundError")
+    assert plugin(reg, "exits").error == "import failed: SystemExit('bye'): the plugin called sys.exit()"
+    assert plugin(reg, "odd").error == "import failed: Odd: odd"
+    assert "quantile" in reg.binners, "the built-ins still load"
     monkeypatch.setenv("MIRO_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginError, match="broken"):
-        build_registry(entry_point_list=[broken])
+    reg = build_registry(entry_point_list=eps)  # loading itself never raises
+    with pytest.raises(PluginError, match="3 plugin problem"):
+        check_strict(reg)
+
+
+def test_keyboard_interrupt_at_import_is_not_swallowed(tmp_path, monkeypatch):
+    write_module(tmp_path, "miro_test_interrupts", "raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        build_registry(entry_point_list=[EntryPoint(name="ki", value="miro_test_interrupts", group="miro")])
 
 
 def test_entry_point_must_name_a_module():
     pointing_at_class = EntryPoint(name="cls", value="miro_core.builtin.binners:QuantileBinner", group="miro")
     reg = build_registry(entry_point_list=[pointing_at_class])
-    assert "must name a module" in next(p for p in reg.plugins if p.name == "cls").error
+    assert "must name a module" in plugin(reg, "cls").error
 
 
 def test_load_and_block_environment_variables(monkeypatch):
@@ -142,10 +292,74 @@ def test_unknown_component_lists_what_is_installed():
         reg.binners.get("nope")
 
 
-def test_duplicate_name_error_type():
-    reg = build_registry(load_entry_points=False)
-    with pytest.raises(DuplicateNameError):
-        reg.binners.add(reg.binners.get("quantile"), "again")
+# -- plugin folders ------------------------------------------------------------------------------------------------
+def test_plugins_dir_loads_modules_without_packaging(tmp_path, monkeypatch):
+    folder = tmp_path / "dev"
+    folder.mkdir()
+    write_module(folder, "miro_dev_reward_one", GOOD_FILE.format(name="dev-one"))
+    write_module(folder, "_private_helper", "raise RuntimeError('never imported')\n")
+    monkeypatch.setenv("MIRO_PLUGINS_DIR", str(folder))
+    reg = build_registry(entry_point_list=[])
+    assert reg.rewards.create("dev-one").score([None], ["x"]) == [0.5]
+    info = plugin(reg, "miro_dev_reward_one")
+    assert info.source.endswith("miro_dev_reward_one.py") and info.version == "dev" and info.error is None
+    assert reg.provenance("rewards", "dev-one")["distribution"] == "miro_dev_reward_one"
+    monkeypatch.setenv("MIRO_BLOCK_PLUGINS", "miro_dev_reward_one")
+    assert "dev-one" not in build_registry(entry_point_list=[]).rewards
+
+
+def test_plugins_dir_reads_a_project_pyproject(tmp_path, monkeypatch):
+    project = tmp_path / "miro-reward-dev"
+    (project / "miro_reward_dev").mkdir(parents=True)
+    (project / "miro_reward_dev" / "__init__.py").write_text("")
+    write_module(project / "miro_reward_dev", "plugin", GOOD_FILE.format(name="dev-two"))
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "miro-reward-dev"\nversion = "0.3.0"\n\n'
+        '[project.entry-points.miro]\ndev-two = "miro_reward_dev.plugin"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))  # sys.path is restored after the test
+    reg = build_registry(load_entry_points=False, plugins_dirs=[project])
+    assert reg.provenance("rewards", "dev-two") == {
+        "name": "dev-two", "version": "1", "plugin": "dev-two", "distribution": "miro-reward-dev",
+        "distribution_version": "0.3.0",
+    }
+    missing = build_registry(load_entry_points=False, plugins_dirs=[tmp_path / "nope"])
+    assert any("does not exist" in (p.error or "") for p in missing.plugins)
+
+
+def test_a_slow_plugin_is_flagged(monkeypatch):
+    def register_rewards(register):
+        time.sleep(0.6)
+        register(make_reward("sleepy"))
+
+    reg = build_registry(load_entry_points=False,
+                         extra_plugins=[("sleepy", plugin_module("sleepy", register_rewards=register_rewards))])
+    info = plugin(reg, "sleepy")
+    assert info.load_seconds >= 0.6 and "took" in info.slow and info.error is None
+    assert plugin(reg, "binners").slow is None
+
+    from typer.testing import CliRunner
+
+    import miro_core.plugins
+    from miro_cli.main import app
+
+    monkeypatch.setattr(miro_core.plugins, "loaded_registry", lambda: reg)
+    table = CliRunner().invoke(app, ["plugins"]).output
+    assert "SLOW" in table and "slow: took" in " ".join(table.split())
+
+
+def test_miro_plugins_names_a_plugin_that_imports_torch(tmp_path):
+    """In a fresh process: `miro plugins` reports the heavy import and the load time, and stays fast otherwise."""
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    write_module(folder, "miro_heavy_plugin", "import torch  # noqa\n" + GOOD_FILE.format(name="heavy"))
+    env = {**__import__("os").environ, "MIRO_PLUGINS_DIR": str(folder)}
+    result = subprocess.run([sys.executable, "-m", "miro_cli.main", "plugins", "--json"], capture_output=True,
+                            text=True, env=env, check=True)
+    entries = {e["name"]: e for e in json.loads(result.stdout)}
+    heavy = entries["miro_heavy_plugin"]
+    assert heavy["heavy_imports"] == ["torch"] and "imports torch at load time" in heavy["slow"]
+    assert all(not e["heavy_imports"] for name, e in entries.items() if name != "miro_heavy_plugin")
 
 
 def test_cli_starts_without_heavy_imports():

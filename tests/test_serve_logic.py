@@ -135,6 +135,9 @@ def test_strategy_options_are_key_value_pairs():
     }
     with pytest.raises(RequestError, match="KEY=VALUE pairs"):
         parse_strategy_options("schedule linear")
+    for text in ("interval_start=.nan", "interval_end=.inf", "t=-.inf"):
+        with pytest.raises(RequestError, match="must be a finite number"):
+            parse_strategy_options(text)
 
 
 # -- request validation -----------------------------------------------------------------------------------
@@ -178,6 +181,11 @@ def test_a_valid_request_is_normalised(session: ServeSession):
         ({"strategy": "tradeoff", "strategy_options": "reward_a=shapes-aesthetic, reward_b=x"}, "'x' is not a reward"),
         ({"strategy_options": "schedule=sideways"}, "strategy miro: invalid options .*schedule"),
         ({"strategy_options": "scale=9"}, "guidance scale slider"),
+        ({"strategy_options": "interval_start=.nan"}, "interval_start=.nan: must be a finite number"),
+        ({"strategy_options": 3}, "strategy options must be text"),
+        ({"compare": "yes"}, "side by side must be true or false"),
+        ({"sampler": None}, "unknown sampler None"),
+        ({"num_images": "abc"}, "number of images must be a number, got 'abc'"),
         ({"slider_values": [1.0, 0.0, 2.0, 0.0, 1.0, 0.0] * 2}, "setting A: shapes-aesthetic target must be between"),
     ],
 )
@@ -252,12 +260,42 @@ def test_concurrent_requests_queue_and_a_failing_one_does_not_affect_the_others(
 def test_scorer_keeps_only_rewards_that_load_offline(registry):
     scorer = Scorer(registry, names=["shapes-sharpness", "aesthetic", "no-such-reward"])
     assert scorer.names == ["shapes-sharpness"]
-    assert "MissingWeightsError" in scorer.unavailable["aesthetic"]
-    assert scorer.unavailable["no-such-reward"] == "not installed"
-    assert "`aesthetic` (MissingWeightsError" in scorer.describe()
+    assert "no aesthetic head given" in scorer.unavailable["aesthetic"]
+    assert scorer.unavailable["no-such-reward"].startswith("not installed")
+    assert "`aesthetic` (aesthetic: no aesthetic head given" in scorer.describe()
     flat = Image.new("RGB", (32, 32), (128, 128, 128))
     (scores,) = scorer.score([flat], "a red circle")
     assert set(scores) == {"shapes-sharpness"} and 0.0 <= scores["shapes-sharpness"] <= 1.0
+
+
+def test_the_page_measures_with_the_runs_own_rewards(session: ServeSession, registry):
+    assert session.scorer.choice.origin == "run" and session.scorer.names == session.reward_keys
+    assert "measured by the run's own rewards" in session.describe_run()
+    assert session.scorer.provenance()["shapes-aesthetic"]["distribution"] == "miro-reward-shapes-aesthetic"
+
+
+def test_rewards_that_cannot_load_are_named_and_the_fallback_is_said(registry):
+    run_config = {"reward_keys": ["aesthetic", "no-such-reward"], "train": {"data": "/nonexistent"}}
+    scorer = Scorer(registry, run_config=run_config)
+    assert scorer.choice.origin == "fallback" and scorer.names == list(OFFLINE_REWARDS)
+    text = scorer.describe()
+    assert "shapes-world rewards instead (fallback because none of the run's rewards could be loaded)" in text
+    assert "`aesthetic` (aesthetic: no aesthetic head given" in text and "`no-such-reward` (not installed" in text
+    partly = Scorer(registry, run_config={"reward_keys": ["shapes-sharpness", "aesthetic"]})
+    assert partly.choice.origin == "run" and partly.names == ["shapes-sharpness"] and "aesthetic" in partly.unavailable
+    baseline = Scorer(registry, run_config={"reward_keys": []})
+    assert baseline.choice.origin == "fallback" and "trained without rewards" in baseline.describe()
+
+
+def test_a_reward_returning_garbage_gives_nan_not_a_crash(registry):
+    class Garbage:
+        def score(self, images, captions):
+            return 0.5
+
+    scorer = Scorer(registry, names=[])
+    scorer.rewards = {"garbage": Garbage()}
+    (scores,) = scorer.score([Image.new("RGB", (8, 8))], "x")
+    assert math.isnan(scores["garbage"])
 
 
 def test_alignment_is_scored_against_the_prompt(registry):

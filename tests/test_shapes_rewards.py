@@ -175,3 +175,52 @@ def test_batch_scores_equal_single_scores(rewards: dict[str, RewardModel], paire
     together = rewards[name].score(images, captions)
     alone = [rewards[name].score([im], [c])[0] for im, c in zip(images, captions, strict=True)]
     assert np.allclose(together, alone)
+
+
+@pytest.mark.parametrize("name", REWARDS)
+def test_prepare_then_score_prepared_is_score(rewards: dict[str, RewardModel], paired: dict[str, object], name: str):
+    """The split annotation uses (prepare in the workers, score_prepared in the main process) changes nothing."""
+    reward = rewards[name]
+    assert type(reward).prepares_in_workers()
+    images = paired["images"]["blur"][:24] + paired["images"]["clean"][:24]
+    captions = (paired["captions"][:24] + paired["mismatched"][:24])
+    unloaded = type(reward)(reward.options)  # what a DataLoader worker holds
+    prepared = [unloaded.prepare(image, caption) for image, caption in zip(images, captions)]
+    np.testing.assert_array_equal(reward.score_prepared(prepared), reward.score(images, captions))
+
+
+@pytest.mark.parametrize("name", REWARDS)
+def test_huge_images_are_shrunk_before_any_full_resolution_work(rewards: dict[str, RewardModel], name: str):
+    """A 4096x4096 copy of a 32x32 scene scores like the scene, in a fraction of a second."""
+    import time
+
+    scenes = [sample_scene(random.Random(f"huge:{i}")) for i in range(3)]
+    small = [to_image(render_array(s)) for s in scenes]
+    huge = [image.resize((4096, 4096), Image.Resampling.NEAREST) for image in small]
+    captions = [s.caption for s in scenes]
+    start = time.perf_counter()
+    scores = rewards[name].score(huge, captions)
+    assert time.perf_counter() - start < 5.0
+    np.testing.assert_allclose(scores, rewards[name].score(small, captions), atol=0.02)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F", "LA", "P", "CMYK", "RGBA"])
+def test_unusual_modes_are_scored_as_the_picture_they_show(rewards: dict[str, RewardModel], mode: str) -> None:
+    """High bit depth is rescaled (not clipped to white or black) before any shapes reward looks at it."""
+    scene = sample_scene(random.Random("modes"))
+    rgb = to_image(render_array(scene))
+    grey = rgb.convert("L")
+    if mode == "I;16":
+        image, reference = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257, mode="I;16"), grey
+    elif mode == "F":
+        image, reference = Image.fromarray(np.asarray(grey).astype(np.float32) / 255.0, mode="F"), grey
+    elif mode == "LA":
+        image, reference = grey.convert("LA"), grey
+    elif mode == "P":
+        image = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+        reference = image.convert("RGB")
+    else:
+        image, reference = rgb.convert(mode), rgb.convert(mode).convert("RGB")
+    for name in ("shapes-aesthetic", "shapes-sharpness"):
+        got, want = rewards[name].score([image, reference], ["", ""])
+        assert got == pytest.approx(want, abs=1e-6), (name, mode)

@@ -1,25 +1,38 @@
 """Image-caption datasets as webdataset tar shards on any fsspec URL.
 
-A sample is ``KEY.png`` (or .jpg/.webp), ``KEY.txt`` (the caption) and optionally ``KEY.json``
-(metadata). Shards are read sequentially and never fully into memory, so annotation streams.
+A sample is ``KEY.png`` (or .jpg/.webp/...), ``KEY.txt`` (the caption) and optionally ``KEY.json``
+(metadata): consecutive tar members sharing a key, webdataset's layout. Shards are read sequentially and
+never fully into memory, so annotation streams.
+
+Why a reader of our own instead of webdataset's ``tar_file_iterator`` + ``group_by_keys``: web-scale
+shard sets always contain a few broken shards, and those two give no way to keep going. ``group_by_keys``
+raises ``ValueError`` on a key repeated in adjacent members (the generator is then dead, the rest of the
+shard lost), keeps a key repeated later as a second sample with the same key, and Python's ``tarfile``
+silently stops at a corrupt or truncated header in the middle of a shard. This reader, a few lines over
+``tarfile``'s own header parser (``TarInfo.fromtarfile``), yields every sample it can read, flags
+duplicate keys (:attr:`RawSample.duplicate`) instead of failing or dropping them, and ends a damaged shard
+with a :class:`~miro_core.errors.ShardReadError` that says where and why, *after* yielding every sample
+read before the fault, so the caller keeps them.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
+from miro_core.data.atomic import atomic_open, filesystem, glob_urls, join, write_json
+from miro_core.data.decode import describe_error
+from miro_core.errors import DataError, ShardReadError, StorageError
 
-from miro_core.data.atomic import atomic_open, glob_urls, join, write_json
-from miro_core.errors import DataError
-
-IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "jp2", "j2k")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
 INDEX_FILE = "index.json"
+#: Members larger than this are not read into memory (their sample becomes a row-level error).
+MAX_MEMBER_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -31,18 +44,39 @@ class RawSample:
     image_bytes: bytes | None
     caption: str | None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Position of the sample in its shard (0, 1, ...), duplicates included.
+    index: int = 0
+    #: An earlier sample of the same shard has the same key; this one is not the sample the key names.
+    duplicate: bool = False
+    #: Why the sample is unusable as stored (an oversized member), or None.
+    problem: str | None = None
 
 
 def list_shards(url: str) -> list[str]:
-    """The ``.tar`` shards at ``url``: a single shard, or every shard in a folder (sorted)."""
-    fs, path = fsspec.core.url_to_fs(url)
-    if path.endswith(".tar"):
-        if not fs.exists(path):
+    """The ``.tar`` shards at ``url``: a single shard, or every shard in a folder (sorted).
+
+    Raises DataError when there is nothing to read, StorageError when the location cannot be reached.
+    """
+    fs, path = filesystem(url)
+    try:
+        found = fs.exists(path)
+        is_file = found and fs.isfile(path)
+    except (FileNotFoundError, NotADirectoryError):
+        found, is_file = False, False
+    except Exception as err:  # noqa: BLE001 - network and permission faults of any fsspec backend
+        raise StorageError(f"cannot reach {url}: {describe_error(err)}; check the address and the network") from None
+    if path.endswith(".tar") or is_file:
+        if not found:
             raise DataError(f"shard {url} does not exist")
+        if not path.endswith(".tar"):
+            raise DataError(f"{url} is a file but not a .tar shard; pass a folder of .tar shards or one .tar file")
         return [url]
-    if not fs.exists(path):
+    if not found:
         raise DataError(f"dataset {url} does not exist; create one with `miro data shapes --out {url}`")
-    shards = glob_urls(url, "*.tar")
+    try:
+        shards = glob_urls(url, "*.tar")
+    except Exception as err:  # noqa: BLE001
+        raise StorageError(f"cannot list {url}: {describe_error(err)}") from None
     if not shards:
         raise DataError(f"no .tar shards in {url}")
     return shards
@@ -53,34 +87,144 @@ def shard_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
 
 
-def iter_shard(url: str) -> Iterator[RawSample]:
-    """Stream the samples of one shard in order (webdataset groups the tar members by key)."""
-    import json
+def split_member_name(name: str) -> tuple[str, str] | None:
+    """``dir/abc.seg.png`` -> (``dir/abc``, ``seg.png``), as webdataset splits keys; None without an extension."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not dot or not stem:
+        return None
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-    def members(handle: Any) -> Iterator[dict[str, Any]]:
-        for member in tar_file_iterator(handle):
-            member["__url__"] = url
-            yield member
+def _next_member(tar: tarfile.TarFile, after: str) -> tarfile.TarInfo | None:
+    """The next member header, None at the end-of-archive marker, ShardReadError on anything else."""
+    where = f"after member {after!r}" if after else "at the start"
+    tar.fileobj.seek(tar.offset)  # skip the previous member's data (a forward seek in stream mode)
+    try:
+        return tarfile.TarInfo.fromtarfile(tar)
+    except tarfile.EOFHeaderError:
+        return None
+    except tarfile.EmptyHeaderError:
+        raise ShardReadError(
+            f"the archive ends {where} without tar's end-of-archive marker: it was probably cut short"
+        ) from None
+    except tarfile.TruncatedHeaderError:
+        raise ShardReadError(f"truncated tar: a member header is cut short {where}") from None
+    except (tarfile.InvalidHeaderError, tarfile.SubsequentHeaderError) as err:
+        raise ShardReadError(f"corrupt tar member header {where} (byte {tar.offset}): {err}") from None
+    except tarfile.ReadError as err:
+        raise ShardReadError(f"unreadable tar data {where}: {err}") from None
 
-    with fsspec.open(url, "rb") as handle:
-        for sample in group_by_keys(members(handle)):
-            image = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
-            caption = next((sample[ext] for ext in CAPTION_EXTENSIONS if ext in sample), None)
-            meta: dict[str, Any] = {}
-            if "json" in sample:
+
+def iter_members(handle: Any) -> Iterator[tuple[str, bytes | None, int]]:
+    """(name, payload, size) of every regular file member in order; payload None above MAX_MEMBER_BYTES."""
+    try:
+        tar = tarfile.open(fileobj=handle, mode="r|")
+    except tarfile.ReadError as err:
+        reason = "the file is empty (0 bytes)" if "empty file" in str(err) else f"not a tar archive ({err})"
+        raise ShardReadError(reason) from None
+    info = tar.firstmember
+    while info is not None:
+        if info.isfile():
+            payload: bytes | None = None
+            if info.size <= MAX_MEMBER_BYTES:
+                extracted = tar.extractfile(info)
                 try:
-                    meta = json.loads(sample["json"].decode("utf-8"))
-                except ValueError:
-                    meta = {}
-            yield RawSample(
-                key=sample["__key__"].rsplit("/", 1)[-1],
-                shard=url,
-                image_bytes=image,
-                caption=caption.decode("utf-8", errors="replace") if caption is not None else None,
-                meta=meta,
-            )
+                    payload = extracted.read() if extracted is not None else b""
+                except (tarfile.ReadError, EOFError, OSError) as err:
+                    raise ShardReadError(f"truncated tar: member {info.name!r} is cut short ({err})") from None
+                if len(payload) != info.size:
+                    raise ShardReadError(
+                        f"truncated tar: member {info.name!r} has {len(payload)} of its {info.size} bytes"
+                    )
+            yield info.name, payload, info.size
+        info = _next_member(tar, info.name)
+
+
+def _open_shard(url: str) -> Any:
+    fs, path = filesystem(url)
+    try:
+        return fs.open(path, "rb")
+    except FileNotFoundError:
+        raise ShardReadError("the shard does not exist (any more)") from None
+    except Exception as err:  # noqa: BLE001 - unreachable URL, permission, backend errors
+        raise ShardReadError(f"cannot open the shard: {describe_error(err)}") from None
+
+
+def iter_shard(url: str, *, include_duplicates: bool = False) -> Iterator[RawSample]:
+    """Stream the samples of one shard in order.
+
+    A key repeated in the shard (adjacent or not) is yielded again with ``duplicate=True`` when
+    ``include_duplicates`` is set (the annotation engine records it), and skipped otherwise, so a key
+    always names its first sample. A shard that cannot be read, or stops being readable midway, raises
+    :class:`ShardReadError` after every sample read before the fault has been yielded.
+    """
+    seen: set[str] = set()
+    index = 0
+    group: dict[str, tuple[bytes | None, int]] = {}
+    group_prefix: str | None = None
+    last_member = ""
+
+    def emit() -> Iterator[RawSample]:
+        nonlocal index
+        if group_prefix is None:
+            return
+        sample = _make_sample(url, group_prefix, group, index)
+        sample.duplicate = sample.key in seen
+        seen.add(sample.key)
+        index += 1
+        if include_duplicates or not sample.duplicate:
+            yield sample
+
+    with _open_shard(url) as handle:
+        try:
+            for name, payload, size in iter_members(handle):
+                last_member = name
+                parts = split_member_name(name)
+                if parts is None or name.rsplit("/", 1)[-1].startswith("__"):
+                    continue  # webdataset ignores members without an extension and __meta__ files
+                prefix, ext = parts
+                if prefix != group_prefix or ext in group:  # a new sample (or the same key repeated)
+                    yield from emit()
+                    group, group_prefix = {}, prefix
+                group[ext] = (payload, size)
+        except Exception as err:  # noqa: BLE001 - a damaged archive, or I/O failing midway (network, device)
+            # The sample being assembled was read before the fault: keep it (if its caption or image is
+            # missing because of the fault, its row-level error says so and the shard error says why).
+            yield from emit()
+            if isinstance(err, ShardReadError):
+                raise
+            where = f" after member {last_member!r}" if last_member else ""
+            raise ShardReadError(f"read failed{where}: {describe_error(err)}") from None
+        yield from emit()
+
+
+def _make_sample(url: str, prefix: str, group: dict[str, tuple[bytes | None, int]], index: int) -> RawSample:
+    problem = None
+    image: bytes | None = None
+    for ext in IMAGE_EXTENSIONS:
+        if ext in group:
+            image, size = group[ext]
+            if image is None:
+                problem = f"image member is {size / 2**20:.0f} MiB, above the {MAX_MEMBER_BYTES // 2**20} MiB limit"
+            break
+    caption_bytes = next((group[ext][0] for ext in CAPTION_EXTENSIONS if ext in group), None)
+    meta: dict[str, Any] = {}
+    if "json" in group and group["json"][0] is not None:
+        try:
+            loaded = json.loads(group["json"][0].decode("utf-8"))
+            meta = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            meta = {}
+    return RawSample(
+        key=prefix.rsplit("/", 1)[-1],
+        shard=url,
+        image_bytes=image,
+        caption=caption_bytes.decode("utf-8", errors="replace") if caption_bytes is not None else None,
+        meta=meta,
+        index=index,
+        problem=problem,
+    )
 
 
 def encode_png(image: Any) -> bytes:
@@ -102,8 +246,6 @@ def write_shard(url: str, samples: Iterable[tuple[str, Any, str, dict[str, Any]]
     Written with the standard tarfile module in webdataset's layout (KEY.ext members, in key order)
     rather than webdataset.TarWriter, because TarWriter imports torch and this runs in the light CLI.
     """
-    import json
-
     count = 0
     with atomic_open(url, "wb") as handle, tarfile.open(fileobj=handle, mode="w") as tar:
         for key, image, caption, meta in samples:

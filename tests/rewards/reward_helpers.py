@@ -175,7 +175,10 @@ def check_unload(reward) -> None:
     import gc
     import weakref
 
-    modules = [v for v in vars(reward.model).values() if isinstance(v, torch.nn.Module)]
+    if isinstance(reward.model, torch.nn.Module):
+        modules = [reward.model]
+    else:
+        modules = [v for v in vars(reward.model).values() if isinstance(v, torch.nn.Module)]
     assert modules, "the loaded state holds no torch module"
     refs = [weakref.ref(m) for m in modules]
     del modules

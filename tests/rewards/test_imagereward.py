@@ -21,7 +21,7 @@ from reward_helpers import (
 
 from miro_core.errors import MissingWeightsError
 
-V_WIDTH, V_DEPTH, PATCH, IMAGE = 64, 2, 8, 16  # BLIP heads are 64-d: one head here
+V_WIDTH, V_DEPTH, PATCH, IMAGE = 64, 2, 32, 224  # BLIP heads are 64-d: one head here; 224 px as ImageReward feeds
 T_WIDTH, T_HEADS, T_DEPTH, T_FFN, MAX_POS = 32, 2, 2, 64, 40
 MEAN, STD = 0.16717362830052426, 1.0333394966054072
 
@@ -172,7 +172,6 @@ def files(tmp_path_factory):
 
 
 def test_matches_plain_torch_blip(registry, files):
-    from miro_reward_common.images import to_8bit
     from transformers import BertTokenizer
 
     folder, tok_folder, state = files
@@ -184,7 +183,7 @@ def test_matches_plain_torch_blip(registry, files):
     tok = BertTokenizer.from_pretrained(str(tok_folder))
     ids = tok(CAPTIONS, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
     assert int(ids["attention_mask"][3].sum()) == 2  # the empty caption is [CLS] [SEP]
-    pixels = torch.stack([reference_openai(to_8bit(im), IMAGE) for im in images])
+    pixels = torch.stack([reference_openai(im, IMAGE) for im in images])
     raw = blip_reference(state, pixels, ids["input_ids"], ids["attention_mask"])
     assert_close_lists(scores, [(r + 2) / 4 for r in raw], atol=2e-5, rtol=1e-4)
     check_unload(reward)
@@ -226,3 +225,57 @@ def test_missing_files(registry, files, tmp_path):
     reward = registry.rewards.create("imagereward", {"tokenizer": str(tok_folder)})
     with pytest.raises(MissingWeightsError, match="THUDM/ImageReward"):
         reward.load()
+
+
+# -- the release layout, rebuilt from the image-reward 1.5 record ----------------------------------------
+def _record_pairs(record, images=("rgb_37x23.png", "LA_30x22.png", "F_unit_23x19.tif"), captions=(0, 5, 8, 10)):
+    from reference_layouts import SCALING, fx
+
+    rows = [r for r in record["scores"] if r[0] in images and r[1] in captions]
+    return (
+        [fx.open_image(fx.IMAGES / r[0]) for r in rows],
+        [record["captions"][r[1]] for r in rows],
+        [SCALING["imagereward"](r[2]) for r in rows],
+    )
+
+
+@pytest.mark.parametrize("files", ["vocab-only", "vocab+tokenizer.json+config"])
+def test_bert_tokenizer_file_sets_score_like_reference(registry, tmp_path, files):
+    """bert-base-uncased as the README lists it: vocab.txt alone, or with tokenizer.json and its config
+    (which names no class and no pad token: BertTokenizer supplies [PAD])."""
+    from reference_layouts import load_record, write_imagereward
+    from transformers import BertTokenizer
+
+    record = load_record("imagereward")
+    options = write_imagereward(record, tmp_path)
+    tok = tmp_path / "bert-base-uncased"
+    (tok / "tokenizer_config.json").unlink()
+    if files != "vocab-only":
+        BertTokenizer.from_pretrained(str(tok)).save_pretrained(str(tmp_path / "saved"))
+        (tok / "tokenizer.json").write_bytes((tmp_path / "saved" / "tokenizer.json").read_bytes())
+        (tok / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
+    reward = registry.rewards.create("imagereward", options)
+    reward.load()
+    images, captions, expected = _record_pairs(record)
+    assert_close_lists(reward.score(images, captions), expected, atol=1e-5)
+
+
+def test_default_tokenizer_id_resolves_from_the_cache(registry, tmp_path, monkeypatch):
+    """The default `tokenizer: bert-base-uncased` (a repo id with no owner) is found in the local cache."""
+    import shutil
+
+    import huggingface_hub.constants as hub_constants
+    from reference_layouts import load_record, write_imagereward
+
+    record = load_record("imagereward")
+    options = write_imagereward(record, tmp_path / "files")
+    repo = tmp_path / "hub" / "models--bert-base-uncased"
+    shutil.copytree(options["tokenizer"], repo / "snapshots" / ("e" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("e" * 40)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    reward = registry.rewards.create("imagereward", {"checkpoint": options["checkpoint"]})
+    assert reward.options.tokenizer == "bert-base-uncased"
+    reward.load()
+    images, captions, expected = _record_pairs(record)
+    assert_close_lists(reward.score(images, captions), expected, atol=1e-5)

@@ -131,11 +131,11 @@ def test_refuses_remote_code_without_opt_in(registry, folder):
 
 
 def test_opt_in_scores_logits_diagonal(registry, folder):
-    from miro_reward_common.images import to_8bit
     from transformers import AutoTokenizer
 
     ckpt, marker, model = folder
-    reward = registry.rewards.create("jina-clip", {"checkpoint": str(ckpt), "trust_remote_code": True})
+    options = {"checkpoint": str(ckpt), "trust_remote_code": True, "code_revision": None}
+    reward = registry.rewards.create("jina-clip", options)
     reward.load("cpu", "float32")
     assert marker.exists()
     images = odd_images()
@@ -145,7 +145,7 @@ def test_opt_in_scores_logits_diagonal(registry, folder):
     expected = []
     with torch.no_grad():
         for image, caption in zip(images, CAPTIONS):
-            pixels = reference_openai(to_8bit(image), 24)[None]
+            pixels = reference_openai(image, 24)[None]
             img = model.get_image_features(pixels)[0]
             txt = model.get_text_features(tok([caption], return_tensors="pt")["input_ids"])[0]
             expected.append(math.exp(2.0) * float(img @ txt / (img.norm() * txt.norm())) / 100.0)
@@ -168,3 +168,44 @@ def test_missing_and_unsupported(registry, folder, tmp_path):
     (odd / "preprocessor_config.json").write_text(json.dumps(pre))
     with pytest.raises(ConfigError, match="squash"):
         registry.rewards.create("jina-clip", {"checkpoint": str(odd), "trust_remote_code": True}).load()
+
+
+def test_local_code_needs_code_revision_null(registry, folder):
+    ckpt, _, _ = folder
+    reward = registry.rewards.create("jina-clip", {"checkpoint": str(ckpt), "trust_remote_code": True})
+    with pytest.raises(ConfigError, match=r"carries its own model code.*code_revision: null"):
+        reward.load()
+
+
+def test_code_revision_is_checked_in_the_cache(registry, folder, tmp_path, monkeypatch):
+    """auto_map naming another repository: only the named revision, present in the local cache, runs."""
+    import huggingface_hub.constants as hub_constants
+
+    ckpt, marker, model = folder
+    revision = "a" * 40
+    cache = tmp_path / "hub"
+    code_dir = cache / "models--tester--jina-impl" / "snapshots" / revision
+    code_dir.mkdir(parents=True)
+    (code_dir / "modeling_tiny.py").write_text((ckpt / "modeling_tiny.py").read_text())
+    (cache / "models--tester--jina-impl" / "refs").mkdir()
+    (cache / "models--tester--jina-impl" / "refs" / "main").write_text(revision)
+    remote = tmp_path / "remote-ckpt"
+    remote.mkdir()
+    for f in ckpt.iterdir():
+        if f.name != "modeling_tiny.py":
+            (remote / f.name).write_bytes(f.read_bytes())
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {k: "tester/jina-impl--" + v for k, v in config["auto_map"].items()}
+    (remote / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    base = {"checkpoint": str(remote), "trust_remote_code": True}
+    with pytest.raises(MissingWeightsError, match=r"tester/jina-impl@" + "b" * 40 + r".*documented revision"):
+        registry.rewards.create("jina-clip", {**base, "code_revision": "b" * 40}).load()
+    with pytest.raises(ConfigError, match="name its revision"):
+        registry.rewards.create("jina-clip", {**base, "code_revision": None}).load()
+    assert registry.rewards.get("jina-clip").Options().code_revision == "39e6a55ae971b59bea6e44675d237c99762e7ee2"
+    reward = registry.rewards.create("jina-clip", {**base, "code_revision": revision})
+    reward.load()
+    assert len(reward.score(odd_images()[:2], CAPTIONS[:2])) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -40,12 +41,12 @@ def test_scores_match_hand_computation(registry, clip_files, name):
     model = CLIPModel.from_pretrained(str(checkpoint)).eval()
     tok = CLIPTokenizer.from_pretrained(str(processor))
     proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    from miro_reward_common.images import to_8bit
 
     expected = []
     with torch.no_grad():
         for image, caption in zip(images, CAPTIONS):
-            pixels = proc(images=[to_8bit(image)], return_tensors="pt")["pixel_values"]
+            rgb = Image.fromarray(np.asarray(image.convert("RGB")))  # transformers 4.x: convert("RGB") only
+            pixels = proc(images=[rgb], return_tensors="pt")["pixel_values"]
             ids = tok([caption], padding=True, truncation=True, max_length=77, return_tensors="pt")
             img = model.get_image_features(pixel_values=pixels).pooler_output[0]
             txt = model.get_text_features(**ids).pooler_output[0]
@@ -113,3 +114,27 @@ def test_mismatched_checkpoint_names_keys(registry, tmp_path, clip_files):
     save_file(state, str(bad / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"text_projection\.weight"):
         registry.rewards.create("pickscore", {"checkpoint": str(bad), "processor": str(processor)}).load()
+
+
+@pytest.mark.parametrize("variant", ["tokenizer.json", "model.safetensors"])
+def test_release_file_sets_score_like_reference(registry, tmp_path, variant):
+    """laion's processor as tokenizer.json (no vocab.json/merges.txt), or the model as model.safetensors."""
+    import json
+
+    from reference_layouts import SCALING, fx, load_record, write_hf_clip
+    from transformers import CLIPTokenizer
+
+    record = load_record("pickscore")
+    options = write_hf_clip(record, tmp_path, safetensors=variant == "model.safetensors")
+    if variant == "tokenizer.json":
+        proc = tmp_path / "processor"
+        CLIPTokenizer.from_pretrained(str(proc)).save_pretrained(str(tmp_path / "saved"))
+        for name in ("vocab.json", "merges.txt"):
+            (proc / name).unlink()
+        (proc / "tokenizer.json").write_bytes((tmp_path / "saved" / "tokenizer.json").read_bytes())
+        assert json.loads((proc / "tokenizer_config.json").read_text())["pad_token"] == "<|endoftext|>"
+    rows = [r for r in record["scores"] if r[0] in ("rgb_37x23.png", "RGBA_50x31.png") and r[1] in (0, 5, 6, 8)]
+    reward = registry.rewards.create("pickscore", options)
+    reward.load()
+    scores = reward.score([fx.open_image(fx.IMAGES / r[0]) for r in rows], [record["captions"][r[1]] for r in rows])
+    assert_close_lists(scores, [SCALING["pickscore"](r[2]) for r in rows], atol=1e-5)

@@ -13,25 +13,42 @@ MEAN = torch.tensor(ip.OPENAI_CLIP_MEAN).view(3, 1, 1)
 STD = torch.tensor(ip.OPENAI_CLIP_STD).view(3, 1, 1)
 
 
-def test_to_8bit_rounds_deep_images():
+def test_rescale_rounds_deep_images():
+    from miro_core.image_modes import rescale_to_8bit
+
     deep = np.array([[0, 128, 129, 257, 385, 65535]], dtype=np.uint16)
-    out = ip.to_8bit(Image.fromarray(deep))
+    out = rescale_to_8bit(Image.fromarray(deep))
     assert out.mode == "L"
     # round(v / 257): 128 -> 0.498, 129 -> 0.502, 385 -> 1.498
     assert np.asarray(out).tolist() == [[0, 0, 1, 1, 1, 255]]
     floats = np.array([[0.0, 0.5, 0.998, 1.0]], dtype=np.float32)
-    assert np.asarray(ip.to_8bit(Image.fromarray(floats, "F"))).tolist() == [[0, 128, 254, 255]]
+    assert np.asarray(rescale_to_8bit(Image.fromarray(floats, "F"))).tolist() == [[0, 128, 254, 255]]
     wide = np.array([[0.0, 127.4, 300.0]], dtype=np.float32)
-    assert np.asarray(ip.to_8bit(Image.fromarray(wide, "F"))).tolist() == [[0, 127, 255]]
+    assert np.asarray(rescale_to_8bit(Image.fromarray(wide, "F"))).tolist() == [[0, 127, 255]]
     ints = Image.fromarray(np.array([[0, 1000, 65535]], dtype=np.int32), "I")
-    assert np.asarray(ip.to_8bit(ints)).tolist() == [[0, 4, 255]]
+    assert np.asarray(rescale_to_8bit(ints)).tolist() == [[0, 4, 255]]
     rgb = Image.new("RGB", (3, 2), (1, 2, 3))
-    assert ip.to_8bit(rgb) is rgb
+    assert rescale_to_8bit(rgb) is rgb
+
+
+def test_reference_conversion_clips_and_drops():
+    """The default (the references'): PIL's convert("RGB"), which clips deep images and drops alpha."""
+    from miro_core.image_modes import to_rgb8
+
+    deep = Image.fromarray(np.array([[0, 100, 300, 65535]], dtype=np.uint16))
+    assert np.asarray(to_rgb8(deep, high_bit_depth="clip", alpha="drop"))[0, :, 0].tolist() == [0, 100, 255, 255]
+    assert np.asarray(to_rgb8(deep))[0, :, 0].tolist() == [0, 0, 1, 255]
+    floats = Image.fromarray(np.array([[0.0, 0.5, 1.0, 200.7]], dtype=np.float32), "F")
+    assert np.asarray(to_rgb8(floats, high_bit_depth="clip", alpha="drop"))[0, :, 0].tolist() == [0, 0, 1, 200]
+    for image in odd_images():
+        ours = to_rgb8(image, high_bit_depth="clip", alpha="drop")
+        assert ours.mode == "RGB" and np.array_equal(np.asarray(ours), np.asarray(image.convert("RGB")))
 
 
 @pytest.mark.parametrize("size", [16, 20, 23])
 def test_openai_clip_path_matches_torchvision(size):
-    cases = [ip.to_8bit(im) for im in odd_images()] + [Image.new("RGB", (47, 30), (5, 6, 7))]
+    """Resize and crop in the image's own mode, then convert("RGB"), exactly as the clip package."""
+    cases = odd_images() + [Image.new("RGB", (47, 30), (5, 6, 7))]
     rng = np.random.default_rng(size)
     cases.append(Image.fromarray(rng.integers(0, 256, (30, 47, 3), dtype=np.uint8)))  # odd crop offset
     for image in cases:
@@ -48,10 +65,19 @@ def test_openai_crop_rounds_like_torchvision_not_floor():
     assert np.array_equal(ip.hf_clip_pixels(image, 20), resized[:, 5:25])
 
 
-def test_openai_path_drops_alpha_hf_path_composites_white():
+def test_alpha_is_dropped_by_default_and_white_on_request():
     rgba = Image.new("RGBA", (10, 10), (200, 0, 0, 0))
+    rgba.putpixel((0, 0), (200, 0, 0, 255))
+    # The clip transform resizes RGBA with premultiplied alpha: hidden colour survives only where opaque.
+    assert ip.hf_clip_pixels(rgba, 10)[5, 5].tolist() == [200, 0, 0]
+    assert ip.hf_clip_pixels(rgba, 10, alpha="white")[5, 5].tolist() == [255, 255, 255]
     assert ip.openai_clip_pixels(rgba, 10)[0, 0].tolist() == [200, 0, 0]
-    assert ip.hf_clip_pixels(rgba, 10)[0, 0].tolist() == [255, 255, 255]
+    assert ip.openai_clip_pixels(rgba, 10, alpha="white")[5, 5].tolist() == [255, 255, 255]
+    deep = Image.fromarray(np.full((4, 4), 32896, dtype=np.uint16))  # 128 * 257
+    assert ip.hf_clip_pixels(deep, 4)[0, 0].tolist() == [255, 255, 255]
+    assert ip.hf_clip_pixels(deep, 4, high_bit_depth="rescale")[0, 0].tolist() == [128, 128, 128]
+    with pytest.raises(ValueError, match="alpha must be"):
+        ip.hf_clip_pixels(rgba, 10, alpha="black")
 
 
 @pytest.mark.parametrize("size,crop", [(16, 16), (21, 21), (24, 20)])
@@ -59,9 +85,10 @@ def test_hf_clip_path_matches_transformers_pil_processor(size, crop):
     from transformers import CLIPImageProcessorPil
 
     proc = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": crop, "width": crop})
-    for image in [ip.to_8bit(im) for im in odd_images()]:
+    for image in odd_images():
         ours = ip.normalize([ip.hf_clip_pixels(image, size, crop)], ip.OPENAI_CLIP_MEAN, ip.OPENAI_CLIP_STD)[0]
-        theirs = proc(images=[image], return_tensors="pt")["pixel_values"][0]
+        rgb = Image.fromarray(np.asarray(image.convert("RGB")))  # transformers 4.x: convert("RGB"), nothing else
+        theirs = proc(images=[rgb], return_tensors="pt")["pixel_values"][0]
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
 
 

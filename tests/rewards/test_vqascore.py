@@ -1,223 +1,155 @@
-"""VQAScore: a tiny CLIP-T5 checkpoint in the t2v_metrics layout, checked against a manual cross-entropy."""
+"""VQAScore: the t2v_metrics checkpoint layout rebuilt from the reference record (not from the plugin's own
+model), its variants (missing embedding aliases, legacy buffers, tokenizer file sets), and strict errors."""
 
 from __future__ import annotations
 
 import json
-import math
+import shutil
 
 import pytest
 import torch
 from miro_reward_common.checkpoints import CheckpointError
-from PIL import Image
-from reward_helpers import CAPTIONS, assert_close_lists, check_common, check_unload, odd_images, write_t5_tokenizer
+from reference_layouts import SCALING, fx, load_record, write_vqascore
+from reward_helpers import check_common, check_unload
 
 from miro_core.errors import MissingWeightsError
 
-VISION = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 2,
-    "image_size": 28,
-    "patch_size": 14,
-    "projection_dim": 16,
-    "hidden_act": "quick_gelu",
-}
-MODEL_VOCAB = 1232  # larger than the tokenizer's 1200, as 32128 vs 32100 in FLAN-T5
-SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-
-
-def t5_fields() -> dict:
-    return {
-        "vocab_size": MODEL_VOCAB,
-        "d_model": 32,
-        "d_kv": 8,
-        "d_ff": 64,
-        "num_layers": 2,
-        "num_decoder_layers": 2,
-        "num_heads": 4,
-        "relative_attention_num_buckets": 8,
-        "relative_attention_max_distance": 16,
-        "feed_forward_proj": "gated-gelu",
-        "tie_word_embeddings": False,  # decoder_start_token_id left out: the plugin defaults it to pad (0)
-        "pad_token_id": 0,
-        "eos_token_id": 1,
-        "dropout_rate": 0.0,
-    }
-
-
-def write_vision_folder(folder, with_weights: bool):
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    torch.manual_seed(3)
-    model = CLIPVisionModel(CLIPVisionConfig(**VISION)).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    if with_weights:
-        model.save_pretrained(str(folder))
-    else:
-        model.config.save_pretrained(str(folder))
-    (folder / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "crop_size": 28,
-                "size": 28,
-                "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                "image_std": [0.26862954, 0.26130258, 0.27577711],
-                "resample": 3,
-            }
-        )
-    )
-    return model
-
-
-def write_checkpoint(folder, *, vision=None, drop: str | None = None):
-    """config.json + two .bin shards + index, keys as CLIPT5ForConditionalGeneration saves them."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    torch.manual_seed(1)
-    t5 = T5ForConditionalGeneration(T5Config(**t5_fields())).eval()
-    gen = torch.Generator().manual_seed(2)
-    projector = {
-        "mm_projector.0.weight": torch.randn(32, VISION["hidden_size"], generator=gen) * 0.2,
-        "mm_projector.0.bias": torch.randn(32, generator=gen) * 0.1,
-        "mm_projector.2.weight": torch.randn(32, 32, generator=gen) * 0.2,
-        "mm_projector.2.bias": torch.randn(32, generator=gen) * 0.1,
-    }
-    state = {k: v.clone() for k, v in t5.state_dict().items()}
-    state["embed_tokens.weight"] = state["shared.weight"]
-    state.update(projector)
-    if vision is not None:
-        # transformers 4 layout, as the released checkpoint: vision_tower.vision_tower.vision_model.<key>
-        state.update({"vision_tower.vision_tower.vision_model." + k: v for k, v in vision.state_dict().items()})
-    state.pop(drop, None)
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = sorted(state)
-    shards = {"pytorch_model-00001-of-00002.bin": keys[::2], "pytorch_model-00002-of-00002.bin": keys[1::2]}
-    for name, names in shards.items():
-        torch.save({k: state[k] for k in names}, str(folder / name))
-    weight_map = {k: name for name, names in shards.items() for k in names}
-    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    config = {"model_type": "clip_t5", "architectures": ["CLIPT5ForConditionalGeneration"], **t5_fields()}
-    config.update(
-        mm_hidden_size=VISION["hidden_size"],
-        mm_projector_type="mlp2x_gelu",
-        mm_vision_select_layer=-2,
-        mm_vision_select_feature="patch",
-        mm_vision_tower="openai/clip-vit-large-patch14-336",
-    )
-    (folder / "config.json").write_text(json.dumps(config))
-    return state
+IMAGES = ["rgb_37x23.png", "RGBA_50x31.png", "I16_33x29.png", "rgb_200x5_huge_aspect.png"]
+CAPTIONS = [0, 4, 6, 8]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vqascore")
-    vision = write_vision_folder(root / "clip-vit-large-patch14-336", with_weights=False)
-    state = write_checkpoint(root / "clip-flant5-xxl", vision=vision)
-    tok, size = write_t5_tokenizer(root / "flan-t5-xxl")
-    assert size == 1200
-    return root, state, vision
+def record():
+    return load_record("vqascore")
 
 
-def manual_scores(root, state, vision, images, captions):
-    """Reference pipeline by hand: square pad, HF PIL processor, CLIP layer -2, projector, T5, cross-entropy."""
-    from miro_reward_common.images import to_8bit
-    from transformers import CLIPImageProcessorPil, T5Config, T5ForConditionalGeneration, T5Tokenizer
-
-    tok = T5Tokenizer.from_pretrained(str(root / "flan-t5-xxl"))
-    t5 = T5ForConditionalGeneration(T5Config(**t5_fields())).eval()
-    t5.load_state_dict({k: v for k, v in state.items() if not k.startswith(("mm_", "vision_tower", "embed_tokens"))})
-    proc = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    out = []
-    with torch.no_grad():
-        for image, caption in zip(images, captions):
-            rgb = to_8bit(image).convert("RGB")
-            side = max(rgb.size)
-            square = Image.new("RGB", (side, side), (122, 116, 104))
-            square.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
-            pixels = proc(images=[square], return_tensors="pt")["pixel_values"]
-            states = vision(pixel_values=pixels, output_hidden_states=True).hidden_states
-            assert len(states) == VISION["num_hidden_layers"] + 1  # embeddings, then one per layer
-            hidden = states[-2][0, 1:]  # second-to-last layer, CLS dropped
-            w = state
-            feats = torch.nn.functional.linear(
-                torch.nn.functional.gelu(
-                    torch.nn.functional.linear(hidden, w["mm_projector.0.weight"], w["mm_projector.0.bias"])
-                ),
-                w["mm_projector.2.weight"],
-                w["mm_projector.2.bias"],
-            )
-            prompt = f'{SYSTEM} USER: <image>\nDoes this figure show "{caption}"? Please answer yes or no. ASSISTANT: '
-            before, after = prompt.split("<image>")
-            ids_before, ids_after = tok(before).input_ids, tok(after).input_ids
-            assert ids_before[-1] == 1 and ids_after[-1] == 1  # each chunk ends with </s>
-            emb = t5.shared.weight
-            embeds = torch.cat([emb[ids_before], feats, emb[ids_after]])[None]
-            labels = torch.tensor([tok("Yes").input_ids])
-            assert labels[0, -1] == 1
-            decoder_in = torch.cat([torch.zeros(1, 1, dtype=torch.long), labels[:, :-1]], dim=1)
-            logits = t5(inputs_embeds=embeds, decoder_input_ids=decoder_in).logits[0, :, : len(tok)]
-            ce = -torch.log_softmax(logits.double(), dim=-1).gather(1, labels.T).mean()
-            out.append(math.exp(-float(ce)))
-    return out
+def pairs(record):
+    wanted = {(image, caption) for image in IMAGES for caption in CAPTIONS}
+    rows = [r for r in record["scores"] if (r[0], r[1]) in wanted]
+    images = [fx.open_image(fx.IMAGES / r[0]) for r in rows]
+    captions = [record["captions"][r[1]] for r in rows]
+    return images, captions, [SCALING["vqascore"](r[2]) for r in rows]
 
 
-def test_matches_manual_cross_entropy(registry, files):
-    root, state, vision = files
-    opts = {
-        "checkpoint": str(root / "clip-flant5-xxl"),
-        "tokenizer": str(root / "flan-t5-xxl"),
-        "vision_tower": str(root / "clip-vit-large-patch14-336"),
-    }
-    reward = registry.rewards.create("vqascore", opts)
+def score(registry, options, images, captions, **extra):
+    reward = registry.rewards.create("vqascore", {**options, **extra})
     reward.load("cpu", "float32")
-    images = odd_images()
-    scores = check_common(reward, images, CAPTIONS)
-    assert all(0.0 < s < 1.0 for s in scores)
-    assert reward.scale(0.25) == 0.25  # VQAScore is binned unscaled
-    assert_close_lists(scores, manual_scores(root, state, vision, images, CAPTIONS), atol=1e-6, rtol=1e-4)
+    return reward, reward.score(images, captions)
+
+
+def test_release_layout_matches_reference_and_untied(registry, record, tmp_path):
+    options = write_vqascore(record, tmp_path)
+    images, captions, expected = pairs(record)
+    reward, scores = score(registry, options, images, captions)
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), rtol=1e-4, atol=1e-6)
+    t5 = reward.model.t5
+    # FLAN-T5 is untied: a separate head; one embedding shared by the encoder and decoder (as transformers 4.x).
+    assert t5.lm_head.weight.data_ptr() != t5.shared.weight.data_ptr()
+    assert t5.encoder.embed_tokens.weight.data_ptr() == t5.shared.weight.data_ptr()
+    assert t5.decoder.embed_tokens.weight.data_ptr() == t5.shared.weight.data_ptr()
+    state = torch.load(tmp_path / "clip-flant5-xxl" / "pytorch_model.bin", weights_only=True)
+    assert torch.equal(t5.lm_head.weight, state["lm_head.weight"])
+    assert torch.equal(t5.shared.weight, state["shared.weight"])
+    assert not torch.equal(state["lm_head.weight"], state["shared.weight"])
+    del t5
+    check_common(reward, images[:5], captions[:5])
     check_unload(reward)
 
 
-def test_vision_tower_from_its_own_folder(registry, files, tmp_path):
-    root, _, _ = files
-    tower = write_vision_folder(tmp_path / "tower", with_weights=True)
-    state = write_checkpoint(tmp_path / "ckpt", vision=None)
-    opts = {
-        "checkpoint": str(tmp_path / "ckpt"),
-        "tokenizer": str(root / "flan-t5-xxl"),
-        "vision_tower": str(tmp_path / "tower"),
-    }
-    reward = registry.rewards.create("vqascore", opts)
-    reward.load()
-    images, captions = odd_images()[:2], CAPTIONS[:2]
-    assert_close_lists(
-        reward.score(images, captions), manual_scores(root, state, tower, images, captions), atol=1e-6, rtol=1e-4
+def test_checkpoint_without_embedding_aliases(registry, record, tmp_path):
+    """encoder/decoder.embed_tokens come from shared explicitly, never left random."""
+    options = write_vqascore(
+        record, tmp_path, drop=("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "embed_tokens.weight")
     )
-    # Without the tower's weights anywhere, the error says what is missing.
-    empty = tmp_path / "config-only"
-    write_vision_folder(empty, with_weights=False)
-    reward = registry.rewards.create("vqascore", {**opts, "vision_tower": str(empty)})
-    with pytest.raises(MissingWeightsError, match=r"model\.safetensors"):
-        reward.load()
+    images, captions, expected = pairs(record)
+    _, scores = score(registry, options, images, captions)
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), rtol=1e-4, atol=1e-6)
 
 
-def test_strict_keys(registry, files, tmp_path):
-    root, _, vision = files
-    write_checkpoint(tmp_path / "broken", vision=vision, drop="decoder.block.1.layer.2.DenseReluDense.wo.weight")
-    opts = {
-        "checkpoint": str(tmp_path / "broken"),
-        "tokenizer": str(root / "flan-t5-xxl"),
-        "vision_tower": str(root / "clip-vit-large-patch14-336"),
-    }
+def test_inconsistent_embeddings_and_missing_head_are_refused(registry, record, tmp_path):
+    options = write_vqascore(record, tmp_path / "a")
+    path = tmp_path / "a" / "clip-flant5-xxl" / "pytorch_model.bin"
+    state = torch.load(path, weights_only=True)
+    state["decoder.embed_tokens.weight"] = state["decoder.embed_tokens.weight"].clone() + 1
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"decoder\.embed_tokens\.weight that differs from shared"):
+        registry.rewards.create("vqascore", options).load()
+    options = write_vqascore(record, tmp_path / "b", drop=("lm_head.weight",))
+    with pytest.raises(CheckpointError, match=r"missing keys: lm_head\.weight"):
+        registry.rewards.create("vqascore", options).load()
+    options = write_vqascore(record, tmp_path / "c", drop=("decoder.block.1.layer.2.DenseReluDense.wo.weight",))
     with pytest.raises(CheckpointError, match=r"decoder\.block\.1\.layer\.2\.DenseReluDense\.wo\.weight"):
-        registry.rewards.create("vqascore", opts).load()
-    write_checkpoint(tmp_path / "noproj", vision=vision, drop="mm_projector.2.bias")
+        registry.rewards.create("vqascore", options).load()
+    options = write_vqascore(record, tmp_path / "d", drop=("mm_projector.2.bias",))
     with pytest.raises(CheckpointError, match=r"missing keys: 2\.bias"):
-        registry.rewards.create("vqascore", {**opts, "checkpoint": str(tmp_path / "noproj")}).load()
+        registry.rewards.create("vqascore", options).load()
+
+
+def test_legacy_position_ids_and_tower_from_its_folder(registry, record, tmp_path):
+    """A tower saved by transformers < 4.31 (position_ids buffers) loads, from the checkpoint or its folder."""
+    from safetensors.torch import load_file, save_file
+
+    prefix = "vision_tower.vision_tower."
+    tower_keys = [k for k, _, _ in record["layouts"]["checkpoint"]["tensors"] if k.startswith(prefix)]
+    options = write_vqascore(record, tmp_path, drop=tuple(tower_keys))
+    tower = tmp_path / "clip-vit-large-patch14-336"
+    state = load_file(str(tower / "model.safetensors"))
+    state["vision_model.embeddings.position_ids"] = torch.arange(17).unsqueeze(0)
+    save_file(state, str(tower / "model.safetensors"))
+    images, captions, expected = pairs(record)
+    _, scores = score(registry, options, images, captions)
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), rtol=1e-4, atol=1e-6)
+    ckpt = tmp_path / "clip-flant5-xxl" / "pytorch_model.bin"
+    full = fx.state_from_layout(record["layouts"]["checkpoint"], record["seed"])
+    full[prefix + "vision_model.embeddings.position_ids"] = torch.arange(17).unsqueeze(0)
+    torch.save(full, ckpt)
+    _, scores = score(registry, options, images, captions)
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), rtol=1e-4, atol=1e-6)
+    (tower / "model.safetensors").unlink()
+    ckpt.unlink()
+    torch.save({k: v for k, v in full.items() if not k.startswith(prefix)}, ckpt)
+    with pytest.raises(MissingWeightsError, match=r"model\.safetensors"):
+        registry.rewards.create("vqascore", options).load()
+
+
+@pytest.mark.parametrize("files", ["spiece-only", "tokenizer-json"])
+def test_tokenizer_file_sets(registry, record, tmp_path, files):
+    """FLAN-T5's tokenizer folder as spiece.model alone (sentencepiece) or tokenizer.json with its configs."""
+    from transformers import T5Tokenizer
+
+    options = write_vqascore(record, tmp_path)
+    tok = tmp_path / "flan-t5-xxl"
+    if files == "spiece-only":
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            (tok / name).unlink()
+    else:
+        converted = tmp_path / "converted"
+        T5Tokenizer.from_pretrained(str(tok)).save_pretrained(str(converted))
+        shutil.rmtree(tok)
+        tok.mkdir()
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (tok / name).write_bytes((converted / name).read_bytes())
+        assert not (tok / "spiece.model").exists()
+    images, captions, expected = pairs(record)
+    _, scores = score(registry, options, images, captions)
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_owner_less_repo_ids_resolve_in_the_cache(registry, record, tmp_path, monkeypatch):
+    """A repo id without an owner (as google's oldest models) is looked up in the local cache only."""
+    import huggingface_hub.constants as hub_constants
+
+    options = write_vqascore(record, tmp_path / "files")
+    snapshot = tmp_path / "hub" / "models--flan-t5-tiny" / "snapshots" / ("c" * 40)
+    shutil.copytree(options["tokenizer"], snapshot)
+    (tmp_path / "hub" / "models--flan-t5-tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--flan-t5-tiny" / "refs" / "main").write_text("c" * 40)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    images, captions, expected = pairs(record)
+    _, scores = score(registry, {**options, "tokenizer": "flan-t5-tiny"}, images, captions)
+    torch.testing.assert_close(torch.tensor(scores), torch.tensor(expected), rtol=1e-4, atol=1e-6)
+    with pytest.raises(MissingWeightsError, match="flan-t5-absent.*not in the local Hugging Face cache"):
+        registry.rewards.create("vqascore", {**options, "tokenizer": "flan-t5-absent"}).load()
 
 
 def test_missing_checkpoint(registry, tmp_path):
@@ -226,3 +158,34 @@ def test_missing_checkpoint(registry, tmp_path):
         reward.load()
     with pytest.raises(MissingWeightsError, match="zhiqiulin/clip-flant5-xxl"):
         registry.rewards.create("vqascore").load()
+
+
+def test_caption_with_image_token_is_text(registry, record, tmp_path):
+    """The reference raises on a caption holding "<image>"; the plugin splits at the template's own."""
+    options = write_vqascore(record, tmp_path)
+    reward = registry.rewards.create("vqascore", options)
+    reward.load()
+    image = fx.open_image(fx.IMAGES / "rgb_37x23.png")
+    value = reward.score([image], ["a <image> of a cat"])[0]
+    assert 0.0 < value < 1.0
+    assert json.dumps(value)
+
+
+def test_spiece_only_without_protobuf_says_what_to_install(tmp_path):
+    """transformers' fallback for an unreadable spiece.model talks about tiktoken; the error here does not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import fixtures
+
+    fixtures.write_t5_tokenizer(tmp_path / "tok", configs=False)
+    code = (
+        "import sys\n"
+        "sys.modules['google.protobuf'] = None\n"
+        "from miro_reward_common.tokenizers import load_tokenizer\n"
+        f"load_tokenizer(__import__('pathlib').Path({str(tmp_path / 'tok')!r}), reward='vqascore', cls='T5Tokenizer')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert out.returncode != 0
+    assert "needs the sentencepiece and protobuf packages" in out.stderr, out.stderr[-2000:]

@@ -34,8 +34,9 @@ class SDXLVAEOptions(AutoencoderOptions):
     checkpoint: str | None = DEFAULT_REPO
     #: Folder inside the checkpoint holding the VAE, e.g. "vae" for a full SDXL pipeline folder.
     subfolder: str | None = None
-    #: JSON file written by ``fit_statistics``; null uses the config's scaling_factor/shift_factor.
-    statistics: str | None = None
+    #: JSON file written by ``fit_statistics``, or the statistics themselves (``{mean: [...], std: [...]}``,
+    #: e.g. a released MIRO checkpoint's fixed ones); null uses the config's scaling_factor/shift_factor.
+    statistics: str | dict[str, Any] | None = None
     #: Encode with a posterior sample (true) or its mean (false).
     sample_posterior: bool = False
 
@@ -87,7 +88,9 @@ class SDXLVAE(Autoencoder):
         self.folder: Path | None = None
         #: ``{"mean": [...], "std": [...], ...}`` per latent channel, or None.
         self.statistics: dict[str, Any] | None = None
-        if self.options.statistics:
+        if isinstance(self.options.statistics, dict):
+            self.statistics = check_statistics(dict(self.options.statistics), "the statistics option")
+        elif self.options.statistics:
             self.statistics = load_statistics(self.options.statistics)
 
     # -- loading ---------------------------------------------------------------------------------------------
@@ -253,9 +256,16 @@ def load_statistics(path: str | Path) -> dict[str, Any]:
         raise DataError(f"sdxl-vae: statistics file {file} does not exist (run fit_statistics first)") from None
     except json.JSONDecodeError as err:
         raise DataError(f"sdxl-vae: statistics file {file} is not valid JSON: {err}") from None
+    return check_statistics(data, f"statistics file {file}")
+
+
+def check_statistics(data: Any, where: str) -> dict[str, Any]:
+    """Equal-length, non-empty ``mean`` and positive ``std`` lists, or a DataError naming ``where``."""
+    if not isinstance(data, dict):
+        raise DataError(f"sdxl-vae: {where} must be a mapping with 'mean' and 'std' lists")
     mean, std = data.get("mean"), data.get("std")
     if not isinstance(mean, list) or not isinstance(std, list) or len(mean) != len(std) or not mean:
-        raise DataError(f"sdxl-vae: statistics file {file} needs equal-length 'mean' and 'std' lists")
+        raise DataError(f"sdxl-vae: {where} needs equal-length 'mean' and 'std' lists")
     if any(float(s) <= 0 for s in std):
-        raise DataError(f"sdxl-vae: statistics file {file} has a non-positive std")
+        raise DataError(f"sdxl-vae: {where} has a non-positive std")
     return data

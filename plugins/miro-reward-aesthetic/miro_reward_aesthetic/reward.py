@@ -9,9 +9,10 @@ MIRO bins the rating divided by 10.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from miro_reward_common.base import PaperReward, PaperRewardOptions
+from miro_reward_common.base import PaperReward, PaperRewardOptions, torch_dtype
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -30,6 +31,12 @@ class AestheticOptions(PaperRewardOptions):
 class LoadedAesthetic:
     clip: Any
     head: Any
+
+
+@dataclass
+class AestheticPreprocessing:
+    clip_folder: Path
+    config: Any  # the CLIPConfig of ``clip_folder``
     image_size: int
 
 
@@ -40,28 +47,48 @@ def l2_normalise(x: Any) -> Any:
 
 
 class AestheticScore(PaperReward):
-    """Aesthetic rating of the image alone; MIRO key ``aesthetic_score``."""
+    """Aesthetic rating of the image alone; MIRO key ``aesthetic_score``.
+
+    Reference: christophschuhmann/improved-aesthetic-predictor's ``simple_inference.py`` with the OpenAI
+    ``clip`` package: ``preprocess`` resizes and crops in the image's own mode and only then converts
+    with ``convert("RGB")`` (alpha dropped, 16-bit and float images clipped: the defaults here), CLIP
+    ViT-L/14 ``encode_image``, numpy L2 normalisation, the MLP in float32. On CUDA the reference runs CLIP
+    in float16 (``clip.load`` keeps OpenAI's half weights there); ``--dtype float16`` matches that.
+    """
 
     name = "aesthetic"
     version = "1"
     description = "LAION aesthetic predictor on OpenAI CLIP ViT-L/14: rating / 10"
     Options = AestheticOptions
     inputs = frozenset({"image"})
-    #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 2300.0
+    #: Peak process memory loading and scoring in float32 at real size, measured by
+    #: benchmarks/reward_memory.py (random weights in the release layout) plus a 10% margin; docs/rewards.md.
+    peak_memory_mib = 2400.0
+
+    def _build_preprocessing(self) -> AestheticPreprocessing:
+        from miro_reward_common.checkpoints import HF_WEIGHT_FILES, resolve_folder
+        from transformers import CLIPConfig
+
+        clip_folder = resolve_folder(
+            self.options.clip_model,
+            reward=self.name,
+            option="clip_model",
+            required=[("config.json",), HF_WEIGHT_FILES],
+            what="CLIP ViT-L/14 model",
+        )
+        config = CLIPConfig.from_pretrained(str(clip_folder), local_files_only=True)
+        return AestheticPreprocessing(clip_folder, config, int(config.vision_config.image_size))
 
     def _load(self, device: str, dtype: Any) -> LoadedAesthetic:
         from miro_reward_common.checkpoints import (
-            HF_WEIGHT_FILES,
             CheckpointError,
-            hf_from_pretrained,
+            load_hf_model,
             read_state_dict,
             resolve_file,
-            resolve_folder,
             strict_load,
         )
         from miro_reward_common.heads import build_linear_head, head_input_size
-        from transformers import CLIPConfig, CLIPVisionModelWithProjection
+        from transformers import CLIPVisionModelWithProjection
 
         head_path = resolve_file(
             self.options.checkpoint,
@@ -70,53 +97,46 @@ class AestheticScore(PaperReward):
             filename=HEAD_FILE,
             what="aesthetic head",
         )
-        clip_folder = resolve_folder(
-            self.options.clip_model,
-            reward=self.name,
-            option="clip_model",
-            required=[("config.json",), HF_WEIGHT_FILES],
-            what="CLIP ViT-L/14 model",
-        )
+        prep: AestheticPreprocessing = self.preprocessing
         state = read_state_dict(head_path, reward=self.name)
-        full = CLIPConfig.from_pretrained(str(clip_folder), local_files_only=True)
-        vision_cfg = full.vision_config
-        vision_cfg.projection_dim = full.projection_dim  # CLIPModel's visual_projection width
-        clip = hf_from_pretrained(
-            CLIPVisionModelWithProjection,
-            clip_folder,
-            reward=self.name,
-            config=vision_cfg,
-            ignore_unexpected=["text_model.*", "text_projection.*", "logit_scale", "*position_ids"],
-        )
-        embed_dim = clip.config.projection_dim
+        vision_cfg = prep.config.vision_config
+        vision_cfg.projection_dim = prep.config.projection_dim  # CLIPModel's visual_projection width
+        embed_dim = int(vision_cfg.projection_dim)
         found = head_input_size(state)
         if found is not None and found != embed_dim:
             raise CheckpointError(
-                f"{self.name}: the head {head_path} reads {found}-d embeddings but {clip_folder} produces {embed_dim}-d"
+                f"{self.name}: the head {head_path} reads {found}-d embeddings but {prep.clip_folder} produces "
+                f"{embed_dim}-d"
             )
         head = build_linear_head(embed_dim)
         strict_load(head, state, reward=self.name, source=head_path)
+        clip = load_hf_model(
+            CLIPVisionModelWithProjection,
+            prep.clip_folder,
+            vision_cfg,
+            reward=self.name,
+            ignore_unexpected=["text_model.*", "text_projection.*", "logit_scale", "*position_ids"],
+        )
         return LoadedAesthetic(
             clip=clip.to(device=device, dtype=dtype).eval(),
-            head=head.to(device=device).eval(),  # float32, as in the reference
-            image_size=int(clip.config.image_size),
+            head=head.to(device=device, dtype=torch_dtype("float32")).eval(),  # float32, as in the reference
         )
 
-    def embeddings(self, images: list[Image]) -> Any:
-        """L2-normalised CLIP image embeddings (float32), the head's input."""
+    def _prepare(self, state: AestheticPreprocessing, image: Image, caption: str) -> Any:
         from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, openai_clip_pixels
 
-        loaded: LoadedAesthetic = self.model
-        pixels = normalize(
-            [openai_clip_pixels(im, loaded.image_size) for im in images], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        )
-        embeds = loaded.clip(pixel_values=pixels.to(device=self.device, dtype=self.dtype)).image_embeds
-        return l2_normalise(embeds.float())
+        pixels = openai_clip_pixels(image, state.image_size, **self.options.image_choices())
+        return normalize([pixels], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)[0]
 
-    def _raw_scores(self, images: list[Image], captions: list[str]) -> list[float]:
-        loaded: LoadedAesthetic = self.model
-        emb = self.embeddings(images)
-        return loaded.head(emb).squeeze(-1).tolist()
+    def embeddings(self, prepared: list[Any]) -> Any:
+        """L2-normalised CLIP image embeddings (float32), the head's input."""
+        import torch
+
+        pixels = torch.stack(prepared).to(device=self.device, dtype=self.dtype)
+        return l2_normalise(self.model.clip(pixel_values=pixels).image_embeds.float())
+
+    def _score_batch(self, prepared: list[Any]) -> list[float]:
+        return self.model.head(self.embeddings(prepared)).squeeze(-1).tolist()
 
     def scale(self, raw: float) -> float:
         return raw / 10.0

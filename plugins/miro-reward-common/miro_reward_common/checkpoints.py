@@ -10,7 +10,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,16 @@ def hf_cache_dir() -> str:
         return os.path.expanduser("~/.cache/huggingface/hub")
 
 
+_REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def looks_like_repo_id(spec: str) -> bool:
-    """``owner/name`` with no path syntax: a candidate for the Hugging Face cache."""
-    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") != 1:
+    """A Hugging Face repo id: ``owner/name``, or a name alone as the hub's oldest models have
+    (``bert-base-uncased``, ``gpt2``); a candidate for the local cache when no such path exists."""
+    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.endswith((".", "-")) or ".." in spec:
         return False
-    owner, name = spec.split("/")
-    return bool(owner) and bool(name)
+    parts = spec.split("/")
+    return 1 <= len(parts) <= 2 and all(_REPO_PART.fullmatch(p) for p in parts)
 
 
 def cached_snapshot(repo_id: str) -> Path | None:
@@ -140,7 +145,12 @@ def resolve_file(spec: str | None, *, reward: str, option: str, filename: str, w
 
 
 def read_state_dict(path: Path, *, reward: str) -> dict[str, Any]:
-    """Tensors of a ``.safetensors`` file or a torch pickle read with ``weights_only=True``."""
+    """Tensors of a ``.safetensors`` file or a torch pickle read with ``weights_only=True``.
+
+    Pickles are memory-mapped where their format allows (torch's zip format, every file written since
+    torch 1.6), so their tensors are paged in from disk as they are used and :func:`assign_load` can
+    put them into a model without a second copy.
+    """
     import torch
 
     if path.suffix == ".safetensors":
@@ -148,7 +158,12 @@ def read_state_dict(path: Path, *, reward: str) -> dict[str, Any]:
 
         return dict(load_file(str(path)))
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            state = torch.load(str(path), map_location="cpu", weights_only=True)  # a pre-1.6 pickle
     except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
         raise CheckpointError(
             f"{reward}: cannot read {path} with torch.load(weights_only=True): {type(err).__name__}: {err}"
@@ -204,6 +219,19 @@ def check_keys(
         raise CheckpointError(f"{reward}: {source} does not match the architecture; " + "; ".join(problems))
 
 
+def build_empty(factory: Callable[[], Any]) -> Any:
+    """``factory()`` with its parameters on the meta device: no memory, no random initialisation.
+
+    Buffers are still created for real (``include_buffers=False``): several are not in any checkpoint
+    (open_clip's causal ``attn_mask``, transformers' ``position_ids``) and must hold their values.
+    Load the weights with :func:`assign_load`, which puts the checkpoint's own tensors in place.
+    """
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        return factory()
+
+
 def strict_load(
     module: Any,
     state_dict: Mapping[str, Any],
@@ -212,8 +240,14 @@ def strict_load(
     source: Any,
     ignore_unexpected: Sequence[str] = (),
     ignore_missing: Sequence[str] = (),
+    assign: bool = False,
 ) -> None:
-    """``load_state_dict`` that fails on any missing, unexpected or misshapen key, naming it."""
+    """``load_state_dict`` that fails on any missing, unexpected or misshapen key, naming it.
+
+    With ``assign=True`` the checkpoint's tensors become the module's parameters (no copy; what
+    :func:`build_empty` needs), and a parameter left on the meta device (a missing key that was
+    ignored) is an error: nothing is ever left uninitialised.
+    """
     expected = module.state_dict()
     bad_shapes = [
         f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
@@ -225,15 +259,50 @@ def strict_load(
             f"{reward}: {source} does not match the architecture; shape mismatch (checkpoint vs model): "
             + _listing(bad_shapes)
         )
-    result = module.load_state_dict(dict(state_dict), strict=False)
+    usable = {k: v for k, v in state_dict.items() if k in expected}
+    result = module.load_state_dict(usable, strict=False, assign=assign)
     check_keys(
         reward=reward,
         source=source,
         missing=result.missing_keys,
-        unexpected=result.unexpected_keys,
+        unexpected=[k for k in state_dict if k not in expected],
         ignore_unexpected=ignore_unexpected,
         ignore_missing=ignore_missing,
     )
+    empty = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if empty:
+        raise CheckpointError(f"{reward}: {source} leaves these weights unset: {_listing(empty)}")
+
+
+def assign_load(module: Any, state_dict: Mapping[str, Any], **kwargs: Any) -> None:
+    """:func:`strict_load` with ``assign=True``, for a module made by :func:`build_empty`."""
+    strict_load(module, state_dict, assign=True, **kwargs)
+
+
+def load_hf_model(
+    cls: Any,
+    folder: Path,
+    config: Any,
+    *,
+    reward: str,
+    ignore_unexpected: Sequence[str] = ("*position_ids",),
+    ignore_missing: Sequence[str] = (),
+    rename: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Any:
+    """A transformers model built empty from ``config`` and given the folder's tensors in place.
+
+    One copy of the weights in memory (``from_pretrained`` may hold two while it converts), the strict
+    key check of :func:`strict_load`, and ``position_ids`` buffers written by transformers < 4.31 skipped.
+    """
+    model = build_empty(lambda: cls(config))
+    state = read_hf_weights(folder, reward=reward)
+    if rename is not None:
+        state = rename(state)
+    assign_load(
+        model, state, reward=reward, source=folder, ignore_unexpected=ignore_unexpected, ignore_missing=ignore_missing
+    )
+    del state
+    return model.eval()
 
 
 def check_loading_info(

@@ -65,19 +65,22 @@ class ImageSettings:
             resample=cfg.get("resample", 3),
         )
 
-    def pixels(self, images: Sequence[Image]) -> Any:
+    def pixels(self, image: Image, choices: dict[str, str]) -> Any:
+        """One normalised (3, crop, crop) float32 tensor."""
         from miro_reward_common.images import hf_clip_pixels, normalize
 
-        return normalize(
-            [hf_clip_pixels(im, self.size, self.crop, self.resample) for im in images], self.mean, self.std
-        )
+        return normalize([hf_clip_pixels(image, self.size, self.crop, self.resample, **choices)], self.mean, self.std)[
+            0
+        ]
 
 
 @dataclass
-class LoadedCLIP:
-    model: Any
+class CLIPPreprocessing:
+    """What ``prepare`` needs: the processor's tokenizer and image settings."""
+
     tokenizer: Any
     image: ImageSettings
+    folder: Path
 
 
 def features(output: Any) -> Any:
@@ -85,17 +88,50 @@ def features(output: Any) -> Any:
     return output if hasattr(output, "norm") else output.pooler_output
 
 
+def pad_ids(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) padded on the right to the longest row, as a tokenizer's padding=True."""
+    import torch
+
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 class HFCLIPPreferenceReward(PaperReward):
-    """PickScore-style scorer; subclasses set ``name``, ``Options`` (checkpoint default) and docs."""
+    """PickScore-style scorer; subclasses set ``name``, ``Options`` (checkpoint default) and docs.
+
+    The reference is PickScore's README recipe on transformers 4.27.3: ``AutoProcessor`` (whose
+    ``convert_to_rgb`` is PIL's ``convert("RGB")``: alpha dropped, 16-bit and float images clipped, the
+    defaults of ``alpha`` / ``high_bit_depth``), ``get_image_features`` / ``get_text_features``,
+    ``logit_scale.exp() * cosine``.
+    """
 
     Options: ClassVar[type[HFCLIPOptions]] = HFCLIPOptions
     inputs = frozenset({"image", "caption"})
 
-    def _load(self, device: str, dtype: Any) -> LoadedCLIP:
-        from transformers import CLIPModel
-
-        from miro_reward_common.checkpoints import HF_WEIGHT_FILES, hf_from_pretrained, resolve_folder
+    def _build_preprocessing(self) -> CLIPPreprocessing:
+        from miro_reward_common.checkpoints import resolve_folder
         from miro_reward_common.tokenizers import TOKENIZER_FILES, load_tokenizer
+
+        proc = resolve_folder(
+            self.options.processor,
+            reward=self.name,
+            option="processor",
+            required=[("preprocessor_config.json",), TOKENIZER_FILES],
+            what="processor",
+        )
+        tokenizer = load_tokenizer(proc, reward=self.name, cls="CLIPTokenizer", need_pad=True)
+        image = ImageSettings.from_file(proc / "preprocessor_config.json", reward=self.name)
+        return CLIPPreprocessing(tokenizer, image, proc)
+
+    def _load(self, device: str, dtype: Any) -> Any:
+        from transformers import CLIPConfig, CLIPModel
+
+        from miro_reward_common.checkpoints import HF_WEIGHT_FILES, load_hf_model, resolve_folder
 
         folder = resolve_folder(
             self.options.checkpoint,
@@ -104,39 +140,33 @@ class HFCLIPPreferenceReward(PaperReward):
             required=[("config.json",), HF_WEIGHT_FILES],
             what="CLIP checkpoint",
         )
-        proc = resolve_folder(
-            self.options.processor,
-            reward=self.name,
-            option="processor",
-            required=[("preprocessor_config.json",), TOKENIZER_FILES],
-            what="processor",
-        )
-        model = hf_from_pretrained(CLIPModel, folder, reward=self.name)
-        model = model.to(device=device, dtype=dtype).eval()
-        tokenizer = load_tokenizer(proc, reward=self.name)
-        if len(tokenizer) > model.config.text_config.vocab_size:
+        prep: CLIPPreprocessing = self.preprocessing
+        config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
+        if len(prep.tokenizer) > config.text_config.vocab_size:
             raise ConfigError(
-                f"{self.name}: tokenizer in {proc} has {len(tokenizer)} entries but the text tower only "
-                f"{model.config.text_config.vocab_size}; the processor does not belong to this checkpoint"
+                f"{self.name}: tokenizer in {prep.folder} has {len(prep.tokenizer)} entries but the text tower only "
+                f"{config.text_config.vocab_size}; the processor does not belong to this checkpoint"
             )
-        return LoadedCLIP(
-            model, tokenizer, ImageSettings.from_file(proc / "preprocessor_config.json", reward=self.name)
-        )
+        model = load_hf_model(CLIPModel, folder, config, reward=self.name)
+        return model.to(device=device, dtype=dtype).eval()
 
-    def embeddings(self, images: list[Image], captions: list[str]) -> tuple[Any, Any, Any]:
+    def _prepare(self, state: CLIPPreprocessing, image: Image, caption: str) -> dict[str, Any]:
+        ids = state.tokenizer(caption, truncation=True, max_length=self.options.max_length)["input_ids"]
+        return {"pixels": state.image.pixels(image, self.options.image_choices()), "input_ids": list(ids)}
+
+    def embeddings(self, prepared: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
         """(image features, text features, logit scale) before normalisation."""
-        loaded: LoadedCLIP = self.model
-        model = loaded.model
-        pixels = loaded.image.pixels(images).to(device=self.device, dtype=self.dtype)
-        tokens = loaded.tokenizer(
-            captions, padding=True, truncation=True, max_length=self.options.max_length, return_tensors="pt"
-        ).to(self.device)
+        import torch
+
+        model = self.model
+        pixels = torch.stack([p["pixels"] for p in prepared]).to(device=self.device, dtype=self.dtype)
+        ids, mask = pad_ids([p["input_ids"] for p in prepared], self.preprocessing.tokenizer.pad_token_id)
         image = features(model.get_image_features(pixel_values=pixels))
-        text = features(model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
+        text = features(model.get_text_features(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)))
         return image, text, model.logit_scale
 
-    def _raw_scores(self, images: list[Image], captions: list[str]) -> list[float]:
-        image, text, logit_scale = self.embeddings(images, captions)
+    def _score_batch(self, prepared: list[dict[str, Any]]) -> list[float]:
+        image, text, logit_scale = self.embeddings(prepared)
         image = image.float() / image.float().norm(dim=-1, keepdim=True)
         text = text.float() / text.float().norm(dim=-1, keepdim=True)
         return (logit_scale.float().exp() * (image * text).sum(dim=-1)).tolist()

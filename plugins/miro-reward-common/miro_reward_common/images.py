@@ -4,22 +4,27 @@ Every function takes a PIL image of any mode and size and never modifies it (PIL
 new images). Four paths exist because the references differ:
 
 - :func:`openai_clip_pixels` - the OpenAI ``clip`` transform (aesthetic, ImageReward, jina-clip):
-  shortest side to ``size`` with PIL bicubic *in the image's own mode*, centre crop with torchvision's
-  rounding, then ``convert("RGB")`` (an alpha channel is dropped, not composited).
+  shortest side to ``size`` with PIL bicubic *in the image's own mode* (so a palette image is resized
+  with nearest neighbour, RGBA/LA with premultiplied alpha, 16-bit and float images in their own
+  depth), centre crop with torchvision's rounding, and only then ``convert("RGB")``.
 - :func:`hf_clip_pixels` - the Hugging Face ``CLIPImageProcessor`` PIL path (PickScore, SciScore,
-  VQAScore): RGB first (transparency composited onto white), shortest side with PIL bicubic, centre
-  crop with floor division.
+  VQAScore): RGB first, shortest side with PIL bicubic, centre crop with floor division.
 - :func:`hpsv2_tensor` - the HPSv2 validation transform: RGB, to a float tensor, longest side to
   ``size`` with torchvision's tensor bicubic resize, zero padding to a square (no crop).
 - :func:`expand_to_square` - VQAScore's padding to a square with the mean colour before the processor.
 
-:func:`to_8bit` runs first everywhere: 16-bit and float images are rounded to uint8.
+Mode conversion goes through :mod:`miro_core.image_modes` only. Every reference converts with PIL's
+``convert("RGB")``, which clips 16-bit and float values and drops transparency (transformers 4.x's
+``convert_to_rgb`` too); that is the default here (``high_bit_depth="clip"``, ``alpha="drop"``), and the
+saner ``"rescale"`` / ``"white"`` are each reward's options.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from miro_core.image_modes import apply_choices, to_rgb8
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,37 +34,9 @@ if TYPE_CHECKING:
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
-
-
-def to_8bit(image: Image) -> Image:
-    """Return ``image`` with 8 bits per channel, rounding (not truncating) deeper images to uint8.
-
-    - ``I;16*`` (16-bit grey): ``round(v / 257)``, so 65535 -> 255.
-    - ``I`` (32-bit integer, how Pillow opens some 16-bit PNGs): as 16-bit when a value exceeds 255,
-      otherwise taken as 8-bit values; clipped to the range.
-    - ``F`` (float): values in [0, 1] are taken as fractions (``round(v * 255)``), anything larger
-      as 0-255 intensities; clipped.
-
-    8-bit modes (``1``, ``L``, ``LA``, ``P``, ``RGB``, ``RGBA``, ``CMYK``, ...) are returned as they are.
-    """
-    import numpy as np
-    from PIL import Image as PILImage
-
-    mode = image.mode
-    if mode not in _SIXTEEN_BIT_MODES and mode not in {"I", "F"}:
-        return image
-    values = np.asarray(image).astype(np.float64)
-    if mode in _SIXTEEN_BIT_MODES:
-        scaled = values / 257.0
-    elif mode == "I":
-        scaled = values / 257.0 if values.size and values.max() > 255 else values
-    else:
-        finite = values[np.isfinite(values)]
-        fraction = finite.size == 0 or float(finite.max()) <= 1.0
-        scaled = np.nan_to_num(values, nan=0.0) * (255.0 if fraction else 1.0)
-    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return PILImage.fromarray(out, mode="L")
+#: The references' conversion: PIL's ``convert("RGB")`` (clip high bit depth, drop alpha).
+REFERENCE_HIGH_BIT_DEPTH = "clip"
+REFERENCE_ALPHA = "drop"
 
 
 def shortest_side_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -80,41 +57,48 @@ def _resample(name_or_code: Any) -> Any:
     return PILImage.Resampling(int(name_or_code))
 
 
-def openai_clip_pixels(image: Image, size: int) -> np.ndarray:
-    """The OpenAI ``clip`` transform up to ``ToTensor``: a ``size`` x ``size`` x 3 uint8 array."""
+def openai_clip_pixels(
+    image: Image, size: int, *, high_bit_depth: str = REFERENCE_HIGH_BIT_DEPTH, alpha: str = REFERENCE_ALPHA
+) -> np.ndarray:
+    """The OpenAI ``clip`` transform up to ``ToTensor``: a ``size`` x ``size`` x 3 uint8 array.
+
+    ``Resize(size, BICUBIC)`` and ``CenterCrop(size)`` act on the PIL image in its own mode and
+    ``convert("RGB")`` comes last, as in ``clip.clip._transform``: an RGBA image is resized with
+    premultiplied alpha (fully transparent pixels lose their colour) before its alpha is dropped, a
+    palette image is resized with nearest neighbour (PIL's rule for ``P`` and ``1``), a 16-bit image is
+    resized at 16 bits and then clipped. ``high_bit_depth="rescale"`` / ``alpha="white"`` convert first.
+    """
     import numpy as np
     from PIL import Image as PILImage
 
-    img = to_8bit(image)
+    img = apply_choices(image, high_bit_depth=high_bit_depth, alpha=alpha)  # type: ignore[arg-type]
     new_w, new_h = shortest_side_size(img.width, img.height, size)
     if (new_w, new_h) != img.size:
         img = img.resize((new_w, new_h), PILImage.Resampling.BICUBIC)
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
     img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img.convert("RGB"))
+    return np.asarray(to_rgb8(img, high_bit_depth="clip", alpha="drop"))
 
 
-def composite_rgb(image: Image) -> Image:
-    """RGB with any transparency composited onto white (the Hugging Face ``convert_to_rgb``)."""
-    from PIL import Image as PILImage
+def hf_clip_pixels(
+    image: Image,
+    size: int,
+    crop: int | None = None,
+    resample: Any = "bicubic",
+    *,
+    high_bit_depth: str = REFERENCE_HIGH_BIT_DEPTH,
+    alpha: str = REFERENCE_ALPHA,
+) -> np.ndarray:
+    """The Hugging Face CLIP image processor's PIL path up to rescaling: ``crop`` x ``crop`` x 3 uint8.
 
-    if image.mode == "RGB":
-        return image
-    has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
-    if not has_alpha:
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    white = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return PILImage.alpha_composite(white, rgba).convert("RGB")
-
-
-def hf_clip_pixels(image: Image, size: int, crop: int | None = None, resample: Any = "bicubic") -> np.ndarray:
-    """The Hugging Face CLIP image processor's PIL path up to rescaling: ``crop`` x ``crop`` x 3 uint8."""
+    transformers 4.x's ``convert_to_rgb`` is ``image.convert("RGB")`` (alpha dropped, high bit depth
+    clipped), the defaults here; transformers 5 composites onto white instead (``alpha="white"``).
+    """
     import numpy as np
 
     crop = size if crop is None else crop
-    img = composite_rgb(to_8bit(image))
+    img = to_rgb8(image, high_bit_depth=high_bit_depth, alpha=alpha)  # type: ignore[arg-type]
     new_w, new_h = shortest_side_size(img.width, img.height, size)
     if (new_w, new_h) != img.size:
         img = img.resize((new_w, new_h), _resample(resample))
@@ -169,23 +153,25 @@ def hpsv2_tensor(
     mean: Sequence[float] = OPENAI_CLIP_MEAN,
     std: Sequence[float] = OPENAI_CLIP_STD,
     antialias: bool = True,
+    *,
+    high_bit_depth: str = REFERENCE_HIGH_BIT_DEPTH,
+    alpha: str = REFERENCE_ALPHA,
 ) -> Any:
     """The HPSv2 validation transform: a normalised (3, size, size) float32 tensor.
 
     ``convert("RGB")`` -> ``ToTensor`` -> longest side to ``size`` (torchvision bicubic on the float
     tensor, no clamping) -> zero padding split evenly (extra pixel right/bottom) -> normalise, so the
-    padding reads ``-mean / std``. Two departures from the reference, which would fail instead: an RGBA
-    image loses its alpha channel (the reference keeps four channels), and an image whose longest side
-    is already ``size`` but is not square is padded (the reference skips the padding then).
+    padding reads ``-mean / std``. Two departures from the reference, which raises instead: an RGBA
+    image loses its alpha channel like every other mode (the reference keeps RGBA's four channels and
+    the model fails on them), and an image whose longest side is already ``size`` but is not square is
+    padded (the reference skips the padding then and the model fails on the non-square input).
     """
     import numpy as np
     import torch
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as tvf
 
-    img = to_8bit(image)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    img = to_rgb8(image, high_bit_depth=high_bit_depth, alpha=alpha)  # type: ignore[arg-type]
     x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32).div(255.0)
     (new_h, new_w), (left, top, right, bottom) = letterbox_padding(x.shape[1], x.shape[2], size)
     if (new_h, new_w) != tuple(x.shape[1:]):

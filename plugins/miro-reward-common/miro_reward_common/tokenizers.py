@@ -29,19 +29,44 @@ def load_tokenizer(
     folder: Path,
     *,
     reward: str,
+    cls: str = "AutoTokenizer",
     min_vocab: int = MIN_VOCAB,
+    need_pad: bool = False,
     trust_remote_code: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """``AutoTokenizer`` from a local folder only, vocabulary size checked."""
-    from transformers import AutoTokenizer
+    """A tokenizer from a local folder only, vocabulary size checked.
+
+    ``cls`` names the transformers class when the reward knows it (``BertTokenizer``, ``T5Tokenizer``,
+    ``CLIPTokenizer``): a folder then loads from any file set the model's hub repo has had (BERT's
+    ``vocab.txt`` alone, T5's ``spiece.model`` alone, a ``tokenizer.json`` without a tokenizer_config),
+    and gets that class's special tokens (BERT's ``[PAD]``), which ``AutoTokenizer`` cannot infer from
+    such folders. ``need_pad``: the reward pads batches, so a tokenizer without a pad token is refused here
+    rather than at the first batch.
+    """
+    import transformers
 
     extra: dict[str, Any] = {"trust_remote_code": True} if trust_remote_code else {}
+    loader = getattr(transformers, cls)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **extra, **kwargs)
-    except (OSError, ValueError, KeyError) as err:
+        tokenizer = loader.from_pretrained(str(folder), local_files_only=True, **extra, **kwargs)
+    except ImportError as err:
+        raise MissingWeightsError(
+            f"{reward}: the tokenizer in {folder} needs a library that is not installed: {err}"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        if "tiktoken" in str(err) and any((folder / f).exists() for f in ("spiece.model", "sentencepiece.bpe.model")):
+            raise MissingWeightsError(
+                f"{reward}: the tokenizer in {folder} is a sentencepiece model; reading it needs the sentencepiece "
+                "and protobuf packages (pip install sentencepiece protobuf), or put its tokenizer.json beside it"
+            ) from None
         raise MissingWeightsError(f"{reward}: cannot load the tokenizer from {folder}: {err}") from None
     check_vocab(tokenizer, reward=reward, source=folder, min_vocab=min_vocab)
+    if need_pad and tokenizer.pad_token_id is None:
+        raise MissingWeightsError(
+            f"{reward}: the tokenizer in {folder} has no padding token; add its special_tokens_map.json / "
+            "tokenizer_config.json from the model's repository"
+        )
     return tokenizer
 
 

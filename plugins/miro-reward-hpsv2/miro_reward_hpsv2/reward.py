@@ -35,8 +35,9 @@ class HPSv2Options(PaperRewardOptions):
 
 
 @dataclass
-class LoadedHPS:
-    model: Any
+class HPSPreprocessing:
+    path: Path
+    cfg: dict[str, Any]
     tokenizer: Any
     image_size: int
     mean: tuple[float, ...]
@@ -67,20 +68,29 @@ def unwrap_state(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class HPSv2(PaperReward):
-    """Human Preference Score v2.1 of an image for its caption; MIRO key ``hpsv2_score``."""
+    """Human Preference Score v2.1 of an image for its caption; MIRO key ``hpsv2_score``.
+
+    Reference: ``hpsv2.score`` (hpsv2 1.2.0): ``_convert_to_rgb_or_rgba`` (``convert("RGB")`` for every
+    mode but RGBA: 16-bit and float images clipped, alpha dropped, the defaults here), ``ToTensor``,
+    ``ResizeMaxSize`` (longest side, torchvision bicubic on the tensor, zero padding), ``Normalize``.
+    It raises on RGBA (four channels reach the model) and on a non-square image whose longest side is
+    already 224 (no padding then); the plugin drops RGBA's alpha like every other mode and pads such
+    images, which equals the reference on ``image.convert("RGB")``. On CUDA the reference computes under
+    float16 autocast; on CPU in float32.
+    """
 
     name = "hpsv2"
     version = "1"
     description = "HPSv2.1 (open_clip ViT-H-14): cosine, letterboxed 224 input"
     Options = HPSv2Options
-    #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 4800.0
+    #: Peak process memory loading and scoring in float32 at real size, measured by
+    #: benchmarks/reward_memory.py (random weights in the release layout) plus a 10% margin; docs/rewards.md.
+    peak_memory_mib = 5100.0
 
-    def _load(self, device: str, dtype: Any) -> LoadedHPS:
-        from miro_reward_common.checkpoints import read_state_dict, resolve_file, strict_load
+    def _build_preprocessing(self) -> HPSPreprocessing:
+        from miro_reward_common.checkpoints import resolve_file
         from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
         from miro_reward_common.tokenizers import check_vocab
-        from open_clip.model import CLIP
         from open_clip.tokenizer import SimpleTokenizer
 
         path = resolve_file(
@@ -93,35 +103,46 @@ class HPSv2(PaperReward):
         cfg, pre = model_config(path, self.options.model_name, reward=self.name)
         if cfg.get("custom_text") or "hf_model_name" in cfg.get("text_cfg", {}):
             raise ConfigError(f"{self.name}: only open_clip's plain CLIP towers are supported, got {cfg}")
-        model = CLIP(**cfg)
-        strict_load(model, unwrap_state(read_state_dict(path, reward=self.name)), reward=self.name, source=path)
         context = int(cfg.get("text_cfg", {}).get("context_length", 77))
         tokenizer = SimpleTokenizer(context_length=context)  # HPSv2's tokenizer: open_clip's bundled BPE
-        vocab = check_vocab(tokenizer.encoder, reward=self.name, source="open_clip's bundled BPE vocabulary")
-        if vocab != model.vocab_size:
-            raise ConfigError(f"{self.name}: tokenizer has {vocab} entries, the text tower {model.vocab_size}")
+        check_vocab(tokenizer.encoder, reward=self.name, source="open_clip's bundled BPE vocabulary")
         size = cfg["vision_cfg"]["image_size"]
-        return LoadedHPS(
-            model=model.to(device=device, dtype=dtype).eval(),
+        return HPSPreprocessing(
+            path=path,
+            cfg=cfg,
             tokenizer=tokenizer,
             image_size=int(size if isinstance(size, int) else size[0]),
             mean=tuple(pre.get("mean", OPENAI_CLIP_MEAN)),
             std=tuple(pre.get("std", OPENAI_CLIP_STD)),
         )
 
-    def pixels(self, images: list[Image]) -> Any:
-        import torch
+    def _load(self, device: str, dtype: Any) -> Any:
+        from miro_reward_common.checkpoints import assign_load, build_empty, read_state_dict
+        from open_clip.model import CLIP
+
+        prep: HPSPreprocessing = self.preprocessing
+        model = build_empty(lambda: CLIP(**prep.cfg))
+        state = unwrap_state(read_state_dict(prep.path, reward=self.name))
+        assign_load(model, state, reward=self.name, source=prep.path)
+        del state
+        vocab = len(prep.tokenizer.encoder)
+        if vocab != model.vocab_size:
+            raise ConfigError(f"{self.name}: tokenizer has {vocab} entries, the text tower {model.vocab_size}")
+        return model.to(device=device, dtype=dtype).eval()
+
+    def _prepare(self, state: HPSPreprocessing, image: Image, caption: str) -> dict[str, Any]:
         from miro_reward_common.images import hpsv2_tensor
 
-        loaded: LoadedHPS = self.model
-        return torch.stack(
-            [hpsv2_tensor(im, loaded.image_size, loaded.mean, loaded.std, self.options.antialias) for im in images]
+        pixels = hpsv2_tensor(
+            image, state.image_size, state.mean, state.std, self.options.antialias, **self.options.image_choices()
         )
+        return {"pixels": pixels, "tokens": state.tokenizer([caption])[0]}
 
-    def _raw_scores(self, images: list[Image], captions: list[str]) -> list[float]:
-        loaded: LoadedHPS = self.model
-        pixels = self.pixels(images).to(device=self.device, dtype=self.dtype)
-        tokens = loaded.tokenizer(list(captions)).to(self.device)
-        image = loaded.model.encode_image(pixels, normalize=True).float()
-        text = loaded.model.encode_text(tokens, normalize=True).float()
+    def _score_batch(self, prepared: list[dict[str, Any]]) -> list[float]:
+        import torch
+
+        pixels = torch.stack([p["pixels"] for p in prepared]).to(device=self.device, dtype=self.dtype)
+        tokens = torch.stack([p["tokens"] for p in prepared]).to(self.device)
+        image = self.model.encode_image(pixels, normalize=True).float()
+        text = self.model.encode_text(tokens, normalize=True).float()
         return (image * text).sum(dim=-1).tolist()

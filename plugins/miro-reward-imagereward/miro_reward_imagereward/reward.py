@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from miro_reward_common.base import PaperReward, PaperRewardOptions
+from miro_reward_common.base import PaperReward, PaperRewardOptions, torch_dtype
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -138,35 +139,69 @@ def text_config(med: dict[str, Any], encoder_width: int) -> Any:
     )
 
 
+#: ImageReward's ``self.preprocess = _transform(224)``: the input size is fixed, whatever the weights.
+IMAGE_SIZE = 224
+
+
 @dataclass
 class LoadedImageReward:
     vision: Any
     text: Any
     head: Any
+
+
+@dataclass
+class ImageRewardPreprocessing:
     tokenizer: Any
-    image_size: int
+    folder: Path
 
 
 class ImageReward(PaperReward):
-    """ImageReward-v1.0 human preference score; MIRO key ``image_reward_score``."""
+    """ImageReward-v1.0 human preference score; MIRO key ``image_reward_score``.
+
+    Reference: ``ImageReward.load("ImageReward-v1.0").score(prompt, image)`` (image-reward 1.5): the
+    OpenAI ``clip``-style transform at 224 (resize and crop in the image's own mode, then
+    ``convert("RGB")``: alpha dropped, 16-bit and float images clipped, the defaults here), BLIP's
+    ``bert-base-uncased`` tokenizer plus ``[DEC]``/``[ENC]``, padded to 35 tokens.
+    """
 
     name = "imagereward"
     version = "1"
     description = "ImageReward-v1.0 (BLIP ViT-L/16 + BERT): (r + 2) / 4"
     Options = ImageRewardOptions
-    #: Peak process memory measured in float32 at real size (benchmarks/reward_throughput.py, docs/rewards.md).
-    peak_memory_mib = 2800.0
+    #: Peak process memory loading and scoring in float32 at real size, measured by
+    #: benchmarks/reward_memory.py (random weights in the release layout) plus a 10% margin; docs/rewards.md.
+    peak_memory_mib = 2900.0
+
+    def _build_preprocessing(self) -> ImageRewardPreprocessing:
+        from miro_reward_common.checkpoints import resolve_folder
+        from miro_reward_common.tokenizers import TOKENIZER_FILES, load_tokenizer
+
+        folder = resolve_folder(
+            self.options.tokenizer,
+            reward=self.name,
+            option="tokenizer",
+            required=[TOKENIZER_FILES],
+            what="bert-base-uncased tokenizer",
+        )
+        # BertTokenizer, not AutoTokenizer: bert-base-uncased's files carry no tokenizer class, and a bare
+        # tokenizer.json would load without BERT's [PAD] (init_tokenizer in BLIP uses BertTokenizer too).
+        tokenizer = load_tokenizer(folder, reward=self.name, cls="BertTokenizer", need_pad=True)
+        tokenizer.add_special_tokens({"bos_token": EXTRA_TOKENS[0]})
+        tokenizer.add_special_tokens({"additional_special_tokens": [EXTRA_TOKENS[1]]})
+        return ImageRewardPreprocessing(tokenizer, folder)
 
     def _load(self, device: str, dtype: Any) -> LoadedImageReward:
         from miro_reward_common.checkpoints import (
             CheckpointError,
+            assign_load,
+            build_empty,
             read_json,
             read_state_dict,
             resolve_folder,
             strict_load,
         )
         from miro_reward_common.heads import build_linear_head
-        from miro_reward_common.tokenizers import TOKENIZER_FILES, load_tokenizer
         from transformers import BlipTextModel, BlipVisionModel
 
         folder = resolve_folder(
@@ -176,73 +211,73 @@ class ImageReward(PaperReward):
             required=[(WEIGHTS_FILE,), (CONFIG_FILE,)],
             what="ImageReward checkpoint",
         )
-        tok_folder = resolve_folder(
-            self.options.tokenizer,
-            reward=self.name,
-            option="tokenizer",
-            required=[TOKENIZER_FILES],
-            what="bert-base-uncased tokenizer",
-        )
+        prep: ImageRewardPreprocessing = self.preprocessing
         path = folder / WEIGHTS_FILE
+        med = read_json(folder / CONFIG_FILE, reward=self.name)
+        if len(prep.tokenizer) != med["vocab_size"]:
+            raise CheckpointError(
+                f"{self.name}: the tokenizer in {prep.folder} has {len(prep.tokenizer)} entries with BLIP's "
+                f"[DEC]/[ENC], but {CONFIG_FILE} says vocab_size={med['vocab_size']}; use bert-base-uncased"
+            )
         vision_sd, text_sd, head_sd, unmapped = split_state(read_state_dict(path, reward=self.name))
         if unmapped:
             raise CheckpointError(
                 f"{self.name}: {path} does not match the architecture; unexpected keys: {', '.join(sorted(unmapped))}"
             )
         vcfg = vision_config(vision_sd, reward=self.name)
-        med = read_json(folder / CONFIG_FILE, reward=self.name)
-        vision = BlipVisionModel(vcfg).eval()
-        text = BlipTextModel(text_config(med, vcfg.hidden_size), add_pooling_layer=False).eval()
-        head = build_linear_head(med["hidden_size"])
-        strict_load(vision, vision_sd, reward=self.name, source=f"{path} (blip.visual_encoder)")
-        strict_load(text, text_sd, reward=self.name, source=f"{path} (blip.text_encoder)")
-        strict_load(head, head_sd, reward=self.name, source=f"{path} (mlp)")
-        tokenizer = load_tokenizer(tok_folder, reward=self.name)
-        tokenizer.add_special_tokens({"bos_token": EXTRA_TOKENS[0]})
-        tokenizer.add_special_tokens({"additional_special_tokens": [EXTRA_TOKENS[1]]})
-        if len(tokenizer) != med["vocab_size"]:
+        if vcfg.image_size != IMAGE_SIZE:
             raise CheckpointError(
-                f"{self.name}: the tokenizer in {tok_folder} has {len(tokenizer)} entries with BLIP's [DEC]/[ENC], "
-                f"but {CONFIG_FILE} says vocab_size={med['vocab_size']}; use bert-base-uncased"
+                f"{self.name}: {path} holds a ViT for {vcfg.image_size} px, but ImageReward feeds it {IMAGE_SIZE} px"
             )
+        vision = build_empty(lambda: BlipVisionModel(vcfg))
+        text = build_empty(lambda: BlipTextModel(text_config(med, vcfg.hidden_size), add_pooling_layer=False))
+        head = build_linear_head(med["hidden_size"])
+        assign_load(vision, vision_sd, reward=self.name, source=f"{path} (blip.visual_encoder)")
+        assign_load(
+            text, text_sd, reward=self.name, source=f"{path} (blip.text_encoder)", ignore_missing=["*position_ids"]
+        )
+        strict_load(head, head_sd, reward=self.name, source=f"{path} (mlp)")
+        del vision_sd, text_sd, head_sd
         return LoadedImageReward(
-            vision=vision.to(device=device, dtype=dtype),
-            text=text.to(device=device, dtype=dtype),
-            head=head.to(device=device),  # float32, as the reference casts the CLS state with .float()
-            tokenizer=tokenizer,
-            image_size=vcfg.image_size,
+            vision=vision.to(device=device, dtype=dtype).eval(),
+            text=text.to(device=device, dtype=dtype).eval(),
+            head=head.to(device=device, dtype=torch_dtype("float32")),  # the reference casts the CLS state .float()
         )
 
-    def cls_states(self, images: list[Image], captions: list[str]) -> Any:
-        """The text encoder's CLS state after cross-attending to the image (float32), the head's input."""
-        import torch
+    def _prepare(self, state: ImageRewardPreprocessing, image: Image, caption: str) -> dict[str, Any]:
         from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, openai_clip_pixels
 
-        loaded: LoadedImageReward = self.model
         pixels = normalize(
-            [openai_clip_pixels(im, loaded.image_size) for im in images], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        )
-        image_embeds = loaded.vision(pixel_values=pixels.to(device=self.device, dtype=self.dtype)).last_hidden_state
-        tokens = loaded.tokenizer(
-            list(captions),
-            padding="max_length",
-            truncation=True,
-            max_length=self.options.max_length,
-            return_tensors="pt",
-        ).to(self.device)
+            [openai_clip_pixels(image, IMAGE_SIZE, **self.options.image_choices())], OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+        )[0]
+        tokens = state.tokenizer(caption, padding="max_length", truncation=True, max_length=self.options.max_length)
+        return {
+            "pixels": pixels,
+            "input_ids": list(tokens["input_ids"]),
+            "attention_mask": list(tokens["attention_mask"]),
+        }
+
+    def cls_states(self, prepared: list[dict[str, Any]]) -> Any:
+        """The text encoder's CLS state after cross-attending to the image (float32), the head's input."""
+        import torch
+
+        loaded: LoadedImageReward = self.model
+        pixels = torch.stack([p["pixels"] for p in prepared]).to(device=self.device, dtype=self.dtype)
+        image_embeds = loaded.vision(pixel_values=pixels).last_hidden_state
+        ids = torch.tensor([p["input_ids"] for p in prepared], dtype=torch.long, device=self.device)
+        mask = torch.tensor([p["attention_mask"] for p in prepared], dtype=torch.long, device=self.device)
         image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         out = loaded.text(
-            input_ids=tokens["input_ids"],
-            attention_mask=tokens["attention_mask"],
+            input_ids=ids,
+            attention_mask=mask,
             encoder_hidden_states=image_embeds,
             encoder_attention_mask=image_atts,
             is_decoder=False,
         )
         return out.last_hidden_state[:, 0, :].float()
 
-    def _raw_scores(self, images: list[Image], captions: list[str]) -> list[float]:
-        loaded: LoadedImageReward = self.model
-        rewards = loaded.head(self.cls_states(images, captions)).squeeze(-1)
+    def _score_batch(self, prepared: list[dict[str, Any]]) -> list[float]:
+        rewards = self.model.head(self.cls_states(prepared)).squeeze(-1)
         return ((rewards - MEAN) / STD).tolist()
 
     def scale(self, raw: float) -> float:

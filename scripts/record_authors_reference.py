@@ -1,0 +1,338 @@
+"""Record reference outputs of the authors' published package (miro-t2i 0.1.4) for tests/fixtures/.
+
+Run it in a SEPARATE environment that has miro-t2i installed (never in the project's .venv; see
+scripts/setup_authors_env.sh and docs/backbones.md)::
+
+    bash scripts/setup_authors_env.sh /work/refenvs/miro-t2i
+    /work/refenvs/miro-t2i/bin/python scripts/record_authors_reference.py --out tests/fixtures/authors-reference
+
+It builds a small configuration of the released network (``CADRINTextCond`` + ``FlowPrecond``) with random
+weights, saves it in the authors' 3-file layout (``config.json``, ``model.safetensors``,
+``uncond_embedding.npy``; a float16 single-reward variant in ``miro-only-clip/``), a tiny random SDXL-shaped
+VAE in ``vae/`` (diffusers layout), and records with the authors' own code:
+
+- forward outputs of ``preconditioning(network, batch)`` (velocity and final latents), with and without
+  previous latents;
+- guided samples of ``MiroPipeline.__call__`` (their sampler: Euler, multi-reward CFG, self-conditioning
+  latents carried per branch), the latents handed to the VAE and the uint8 images.
+
+Their text encoder (FLAN-T5-XL) cannot be loaded offline, so the pipeline gets a lookup "encoder" that returns
+fixed random prompt embeddings; everything after the text encoder is the authors' code. Outputs go to
+``reference.safetensors`` and ``reference.json`` (the inputs of every case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SEED = 20260101
+TEXT_DIM = 48
+TEXT_LEN = 10
+LATENT_SIZE = 8
+NETWORK = {
+    "data_size": LATENT_SIZE,
+    "data_dim": 32,
+    "num_input_channels": 4,
+    "num_latents": 16,
+    "latents_dim": 64,
+    "label_dim": TEXT_DIM,
+    "num_processing_layers": 1,
+    "num_blocks": 2,
+    "patch_size": 2,
+    "num_cond_tokens": 0,
+    "read_write_heads": 4,
+    "compute_heads": 8,
+    "use_cond_rin_block": True,
+    "concat_cond_token_to_latents": False,
+    "use_self_conditioning": True,
+    "num_text_registers": 16,
+}
+ALL_KEYS = [
+    "clip_score",
+    "aesthetic_score",
+    "image_reward_score",
+    "pick_a_score_score",
+    "hpsv2_score",
+    "vqa_score",
+    "sciscore_score",
+]
+PRECONDITIONING = {"num_latents": 16, "latents_dim": 64, "sigma_data": 0.5, "do_gradnorm_reweighting": True}
+PROMPT_LENGTHS = [7, 3, 10]
+#: Guided-sampling cases: MiroPipeline.__call__ arguments (prompt indices instead of strings).
+CASES = [
+    {
+        "name": "guided",
+        "prompts": [0, 1],
+        "num_images_per_prompt": 1,
+        "guidance_scale": 3.0,
+        "num_inference_steps": 6,
+        "reward_targets": {"clip_score": 0.75, "aesthetic_score": 1.0, "vqa_score": 0.5},
+        "negative_reward_targets": {"hpsv2_score": 0.25},
+        "seed": 0,
+    },
+    {
+        "name": "guided_images_per_prompt",
+        "prompts": [2],
+        "num_images_per_prompt": 2,
+        "guidance_scale": 7.0,
+        "num_inference_steps": 5,
+        "reward_targets": {},
+        "negative_reward_targets": {},
+        "seed": 3,
+    },
+    {
+        "name": "unguided",
+        "prompts": [1, 2],
+        "num_images_per_prompt": 1,
+        "guidance_scale": 0.0,
+        "num_inference_steps": 4,
+        "reward_targets": {"sciscore_score": 0.0},
+        "negative_reward_targets": {},
+        "seed": 5,
+    },
+]
+VARIANT_CASE = {
+    "name": "variant_guided",
+    "prompts": [0],
+    "num_images_per_prompt": 1,
+    "guidance_scale": 5.0,
+    "num_inference_steps": 4,
+    "reward_targets": {"clip_score": 0.9},
+    "negative_reward_targets": {"clip_score": 0.1},
+    "seed": 11,
+}
+
+
+def randomise(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Perturb every floating tensor so no part of the network is a no-op at initialisation
+    (the self-conditioning output LayerNorm starts at zero)."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.is_floating_point():
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+            if name.endswith("ln_previous_2.weight"):
+                param.copy_(0.5 + 0.5 * torch.rand(param.shape, generator=generator))
+
+
+def save_layout(
+    folder: Path,
+    network: torch.nn.Module,
+    precond: torch.nn.Module,
+    config: dict,
+    uncond: np.ndarray,
+    dtype: torch.dtype,
+) -> None:
+    from miro.models.postprocessing import VAEPostProcessing
+    from miro.models.preprocessing import PrecomputedSDLatentPreconditioning
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for prefix, module in (
+        ("network", network),
+        ("preconditioning", precond),
+        ("data_preprocessing", PrecomputedSDLatentPreconditioning(**config["data_preprocessing"])),
+        ("postprocessing", VAEPostProcessing(**config["postprocessing"])),
+    ):
+        for name, tensor in module.state_dict().items():
+            tensor = tensor.detach().contiguous()
+            state[f"{prefix}.{name}"] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    np.save(folder / "uncond_embedding.npy", uncond)
+
+
+def tiny_vae(folder: Path) -> torch.nn.Module:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(SEED + 7)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=2 * LATENT_SIZE,
+    )
+    vae.save_pretrained(folder, safe_serialization=True)
+    return vae.eval()
+
+
+class LookupTokenizer:
+    """Stands in for the T5 tokenizer: a prompt "p<i>" becomes ids [i, i, ...] and the recorded mask."""
+
+    def __init__(self, masks: torch.Tensor) -> None:
+        self.masks = masks
+
+    def __call__(self, prompts, **_: object) -> dict:
+        index = torch.tensor([int(p[1:]) for p in prompts])
+        return {"input_ids": index[:, None].expand(-1, self.masks.shape[1]), "attention_mask": self.masks[index].long()}
+
+
+class LookupEncoder(torch.nn.Module):
+    """Stands in for FLAN-T5-XL: returns the recorded random embedding of each prompt."""
+
+    def __init__(self, embeddings: torch.Tensor) -> None:
+        super().__init__()
+        self.embeddings = embeddings
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        class Output:
+            last_hidden_state = self.embeddings[input_ids[:, 0]]
+
+        return Output()
+
+
+def record_pipeline(
+    folder: Path,
+    vae: torch.nn.Module,
+    embeddings: torch.Tensor,
+    masks: torch.Tensor,
+    cases: list,
+    out: dict,
+    variant: str | None = None,
+) -> None:
+    import diffusers
+    from miro import MiroPipeline
+
+    original = diffusers.AutoencoderKL.from_pretrained
+    diffusers.AutoencoderKL.from_pretrained = classmethod(lambda cls, *a, **k: vae)  # no hub access
+    try:
+        pipe = MiroPipeline.from_pretrained(str(folder), variant=variant)
+    finally:
+        diffusers.AutoencoderKL.from_pretrained = original
+    pipe.tokenizer, pipe.text_encoder = LookupTokenizer(masks), LookupEncoder(embeddings)
+    captured: list[torch.Tensor] = []
+    pipe.postprocessing.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().clone()))
+    for case in cases:
+        captured.clear()
+        images = pipe(
+            [f"p{i}" for i in case["prompts"]],
+            reward_targets=case["reward_targets"],
+            negative_reward_targets=case["negative_reward_targets"],
+            num_inference_steps=case["num_inference_steps"],
+            guidance_scale=case["guidance_scale"],
+            num_images_per_prompt=case["num_images_per_prompt"],
+            generator=torch.Generator().manual_seed(case["seed"]),
+            output_type="numpy",
+        )
+        batch = len(case["prompts"]) * case["num_images_per_prompt"]
+        noise = torch.randn(batch, 4, LATENT_SIZE, LATENT_SIZE, generator=torch.Generator().manual_seed(case["seed"]))
+        out[f"{case['name']}.noise"] = noise
+        out[f"{case['name']}.latents"] = captured[0].float()
+        out[f"{case['name']}.images"] = torch.from_numpy(np.ascontiguousarray(images))
+
+
+def record_forward(
+    network: torch.nn.Module,
+    precond: torch.nn.Module,
+    embeddings: torch.Tensor,
+    masks: torch.Tensor,
+    uncond: torch.Tensor,
+    out: dict,
+    generator: torch.Generator,
+) -> dict:
+    """``preconditioning(network, batch)`` on a batch of 3 (the third uses the negative text)."""
+    b = 3
+    text = torch.cat([embeddings[:2], torch.zeros(1, TEXT_LEN, TEXT_DIM)])
+    text[2, :1] = uncond
+    mask = torch.cat([masks[:2], torch.zeros(1, TEXT_LEN, dtype=torch.bool)])
+    mask[2, 0] = True
+    x = torch.randn(b, 4, LATENT_SIZE, LATENT_SIZE, generator=generator)
+    t = torch.tensor([1.0, 0.37, 0.02])
+    levels = torch.rand(b, len(ALL_KEYS), generator=generator)
+    previous = torch.randn(b, 16, 64, generator=generator)
+    inputs = {"x": x, "t": t, "text": text, "mask": mask, "levels": levels, "previous": previous}
+    for name, value in inputs.items():
+        out[f"forward.{name}"] = value
+    for label, prev in (("zero_state", None), ("state", previous)):
+        batch = {
+            "y": x.clone(),
+            "gamma": 1 - t,
+            "previous_latents": prev,
+            "text_tokens_embeddings": text,
+            "text_tokens_mask": mask,
+        }
+        batch.update({f"{k}_coherence": levels[:, i] for i, k in enumerate(ALL_KEYS)})
+        with torch.no_grad():
+            velocity, latents, logvar = precond(network, batch, return_logvar=True)
+        out[f"forward.{label}.velocity"] = velocity
+        out[f"forward.{label}.latents"] = latents
+        out[f"forward.{label}.logvar"] = logvar.flatten()
+    return {"t": t.tolist(), "note": "gamma = 1 - t; the third sample uses the negative text"}
+
+
+def main() -> None:
+    import miro
+    from miro.models.networks.rin import CADRINTextCond
+    from miro.models.preconditioning import FlowPrecond
+    from safetensors.torch import save_file
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("tests/fixtures/authors-reference"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(SEED)
+    torch.manual_seed(SEED)
+
+    config = {
+        "network": {**NETWORK, "coherence_keys": ALL_KEYS},
+        "preconditioning": PRECONDITIONING,
+        "data_preprocessing": {"channel_wise_normalisation": True, "model_type": "sdxl"},
+        "postprocessing": {"channel_wise_normalisation": True, "model_type": "sdxl"},
+        "data_resolution": LATENT_SIZE,
+        "max_text_len": TEXT_LEN,
+    }
+    network, precond = CADRINTextCond(**config["network"]).eval(), FlowPrecond(**PRECONDITIONING).eval()
+    randomise(network, generator)
+    randomise(precond, generator)
+    uncond = np.asarray(0.5 * torch.randn(1, TEXT_DIM, generator=generator).numpy(), dtype=np.float32)
+    embeddings = torch.randn(len(PROMPT_LENGTHS), TEXT_LEN, TEXT_DIM, generator=generator)
+    masks = torch.zeros(len(PROMPT_LENGTHS), TEXT_LEN, dtype=torch.bool)
+    for i, length in enumerate(PROMPT_LENGTHS):
+        masks[i, :length] = True
+    save_layout(args.out, network, precond, config, uncond, torch.float32)
+
+    variant_network_config = {
+        **config["network"],
+        "coherence_keys": ["clip_score"],
+        "num_blocks": 1,
+        "compute_heads": 4,
+    }
+    variant = {**config, "network": variant_network_config, "coherence_keys": ["clip_score"]}
+    variant_network = CADRINTextCond(**variant["network"]).eval()
+    variant_precond = FlowPrecond(**PRECONDITIONING).eval()
+    randomise(variant_network, generator)
+    randomise(variant_precond, generator)
+    # Saved in float16: the authors' pipeline (and ours) load the rounded weights into float32.
+    save_layout(args.out / "miro-only-clip", variant_network, variant_precond, variant, uncond, torch.float16)
+
+    vae = tiny_vae(args.out / "vae")
+    out: dict[str, torch.Tensor] = {"prompt_embeds": embeddings, "prompt_attention_mask": masks}
+    forward_info = record_forward(network, precond, embeddings, masks, torch.from_numpy(uncond), out, generator)
+    record_pipeline(args.out, vae, embeddings, masks, CASES, out)
+    record_pipeline(args.out, vae, embeddings, masks, [VARIANT_CASE], out, variant="miro-only-clip")
+    save_file({k: v.contiguous() for k, v in out.items()}, str(args.out / "reference.safetensors"))
+    description = {
+        "recorded_with": f"miro-t2i {getattr(miro, '__version__', '0.1.4')}, torch {torch.__version__}",
+        "script": "scripts/record_authors_reference.py",
+        "reward_keys": ALL_KEYS,
+        "forward": forward_info,
+        "cases": CASES,
+        "variant": {"name": "miro-only-clip", "weights": "float16", "case": VARIANT_CASE},
+        "vae": "vae/ (tiny random AutoencoderKL, 2x downsampling)",
+    }
+    (args.out / "reference.json").write_text(json.dumps(description, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,578 @@
+"""Bad data and environment faults never stop annotation or poison what follows (issues 14 and 15).
+
+Every case of the fault corpus (tests/fault_corpus.py) is checked here: unreadable shards, duplicate keys,
+unusable samples, non-finite and malformed reward outputs, rewards that modify their inputs, oversized and
+high-bit-depth images, a second writer, leftovers of killed runs, environment faults and out-of-range
+options. Rewards are tiny classes defined here; annotation runs in-process (``workers=0``) unless a test
+is about workers.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from miro_cli.main import app
+from miro_core.annotate import AnnotateConfig, Annotator
+from miro_core.annotation.config import EXIT_DATA_SKIPPED, EXIT_ERROR, EXIT_OK
+from miro_core.errors import ConfigError, DataError, OutputLockedError, RewardContractError, StorageError
+from miro_core.image_modes import to_rgb8
+from miro_core.rewards import RewardModel
+
+from . import fault_corpus as fc
+
+
+# -- rewards ---------------------------------------------------------------------------------------------
+class MeanRed(RewardModel):
+    """Mean red intensity in [0, 1]: any change to the pixels changes it."""
+
+    name = "mean-red"
+
+    def score(self, images, captions):
+        return [float(np.asarray(to_rgb8(image))[..., 0].mean() / 255.0) for image in images]
+
+
+class ByCaption(RewardModel):
+    """Returns whatever the caption's last word names: how a buggy plugin's values look."""
+
+    name = "by-caption"
+    VALUES = {"inf": math.inf, "minusinf": -math.inf, "none": None, "text": "abc", "bool": True, "nan": math.nan}
+
+    def score(self, images, captions):
+        return [self.VALUES.get(c.split()[-1], 0.5) for c in captions]
+
+
+class Mutator(RewardModel):
+    """Does every in-place change Pillow allows to the images it is given, and reorders the list."""
+
+    name = "mutator"
+
+    def score(self, images, captions):
+        from PIL import ImageDraw
+
+        for i, image in enumerate(images):
+            ImageDraw.Draw(image).rectangle((0, 0, image.width, image.height), fill=(0, 0, 255))
+            image.putpixel((0, 0), (0, 255, 0))
+            image.paste((0, 0, 0), (0, 0, 4, 4))
+            image.thumbnail((4, 4))
+            images[i] = Image.new("RGB", (8, 8))
+        images.reverse()
+        return [0.0] * len(images)
+
+
+class AlwaysFails(RewardModel):
+    name = "fragile"
+
+    def score(self, images, captions):
+        raise RuntimeError("weights not found at /nowhere")
+
+
+class Fixed(RewardModel):
+    """The same names as the broken rewards, fixed."""
+
+    name = "fragile"
+
+    def score(self, images, captions):
+        return [0.25] * len(images)
+
+
+def breaking(name: str, result):
+    """A reward named ``name`` that returns ``result(n)`` for batches whose captions say 'break'."""
+
+    class Breaking(RewardModel):
+        def score(self, images, captions):
+            if any("break" in c for c in captions):
+                return result(len(images))
+            return [0.5] * len(images)
+
+    Breaking.name = name
+    return Breaking
+
+
+def annotate(data: Path, out: Path, rewards: list[RewardModel], **options):
+    options.setdefault("workers", 0)
+    cfg = AnnotateConfig(data=str(data), out=str(out), rewards=[r.name for r in rewards], **options)
+    return Annotator(cfg, rewards).run()
+
+
+def rows(out: Path) -> list[dict]:
+    found = []
+    for table in sorted((out / "scores").glob("*.parquet")):
+        found += pq.read_table(table).to_pylist()
+    return found
+
+
+def errors(out: Path) -> list[dict]:
+    found = []
+    for table in sorted((out / "errors").glob("*.parquet")):
+        found += pq.read_table(table).to_pylist()
+    return found
+
+
+# -- shards ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("loading", ["all", "sequential"])
+def test_unreadable_shards_are_recorded_and_every_other_shard_is_scored(tmp_path: Path, loading: str):
+    data, expected = fc.mixed_dataset(tmp_path / "data")
+    report = annotate(data, tmp_path / "out", [MeanRed()], reward_loading=loading, batch_size=2, flush_every=1)
+    scored: dict[str, int] = {}
+    for row in rows(tmp_path / "out"):
+        shard = Path(row["shard"]).stem
+        scored[shard] = scored.get(shard, 0) + 1
+    assert {k: v for k, v in expected.items() if v} == scored, "samples read before a fault are kept"
+    shard_errors = {Path(e["shard"]).stem: e for e in errors(tmp_path / "out") if e["stage"] == "shard"}
+    broken = {name for name in expected if name.startswith("b-")}
+    assert set(shard_errors) == broken
+    assert all(e["key"] is None for e in shard_errors.values())
+    assert "truncated" in shard_errors["b-truncated_mid_member"]["reason"]
+    assert "empty" in shard_errors["b-zero_bytes"]["reason"]
+    assert "not a tar archive" in shard_errors["b-random_bytes"]["reason"]
+    assert "end-of-archive" in shard_errors["b-no_end_marker"]["reason"]
+    assert "corrupt" in shard_errors["b-garbage_after"]["reason"]
+    assert report.status == EXIT_DATA_SKIPPED
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["shards"] == {"total": 8, "finished": 8, "unreadable": 6, "pending": 0}
+    assert {s["shard"] for s in summary["skipped_shards"]} == broken
+
+
+def test_a_rerun_does_not_retry_unreadable_shards_unless_asked(tmp_path: Path):
+    data, expected = fc.mixed_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    annotate(data, out, [MeanRed()])
+    again = annotate(data, out, [MeanRed()])
+    assert again.stats.samples == 0 and again.status == EXIT_DATA_SKIPPED, "nothing is read again"
+    # The broken shard is replaced by a complete one: --retry-errors reads it again, the rest stays.
+    fc.write(data / "b-truncated_mid_member.tar", fc.tar_bytes(fc.good_members("b", 6)))
+    retried = annotate(data, out, [MeanRed()], retry_errors=True)
+    keys = [r["key"] for r in rows(out) if Path(r["shard"]).stem == "b-truncated_mid_member"]
+    assert sorted(keys) == [f"b{i:03d}" for i in range(6)] and len(keys) == len(set(keys))
+    stages = [e for e in errors(out) if Path(e["shard"]).stem == "b-truncated_mid_member"]
+    assert stages == [], "the fixed shard has no error left"
+    assert retried.summary["shards"]["unreadable"] == 5
+    assert retried.summary["samples"] == sum(expected.values()) + 3 + 1  # 3 more samples; no_end_marker's partial
+
+
+def test_cli_exits_3_when_data_was_skipped(tmp_path: Path):
+    data, _ = fc.mixed_dataset(tmp_path / "data")
+    result = CliRunner().invoke(
+        app, ["annotate", str(data), "--rewards", "shapes-sharpness", "--out", str(tmp_path / "out"), "--workers", "0"]
+    )
+    assert result.exit_code == EXIT_DATA_SKIPPED, result.output
+    assert "could not be read" in result.output and "Traceback" not in result.output
+
+
+def test_duplicate_keys_are_recorded_never_dropped(tmp_path: Path):
+    payload, _ = fc.duplicate_key_shard()
+    fc.write(tmp_path / "data" / "dup.tar", payload)
+    report = annotate(tmp_path / "data", tmp_path / "out", [MeanRed()], batch_size=2)
+    scored = {r["key"]: r["caption"] for r in rows(tmp_path / "out")}
+    assert scored == {"k000": fc.CAPTION, "k001": fc.CAPTION, "k002": fc.CAPTION}, "the first sample of a key"
+    duplicates = sorted((e["key"], e["reason"]) for e in errors(tmp_path / "out") if e["stage"] == "duplicate")
+    assert [k for k, _ in duplicates] == ["k000", "k001"]
+    assert "sample #4" in duplicates[0][1] and "sample #2" in duplicates[1][1]
+    assert report.status == EXIT_OK
+
+
+def test_every_unusable_sample_gets_its_reason(tmp_path: Path):
+    payload, expected = fc.bad_samples_shard()
+    fc.write(tmp_path / "data" / "bad.tar", payload)
+    annotate(tmp_path / "data", tmp_path / "out", [MeanRed()])
+    assert [r["key"] for r in rows(tmp_path / "out")] == ["ok"]
+    reasons = {e["key"]: e["reason"] for e in errors(tmp_path / "out")}
+    assert set(reasons) == set(expected)
+    for key, fragment in expected.items():
+        assert fragment in reasons[key], (key, reasons[key])
+
+
+def test_error_reasons_are_reproducible(tmp_path: Path):
+    payload, _ = fc.bad_samples_shard()
+    fc.write(tmp_path / "data" / "bad.tar", payload)
+    for name in ("a", "b"):
+        annotate(tmp_path / "data", tmp_path / name, [MeanRed(), ByCaption()])
+    first, second = errors(tmp_path / "a"), errors(tmp_path / "b")
+    assert first == second and first
+    assert not any("0x" in e["reason"] for e in first), "no memory addresses in reasons"
+
+
+# -- reward outputs --------------------------------------------------------------------------------------
+def by_caption_dataset(folder: Path) -> Path:
+    members: fc.Members = []
+    for word in ("good", "inf", "minusinf", "none", "text", "bool", "nan"):
+        members += fc.sample(word, fc.png(), f"value {word}")
+    fc.write(folder / "values.tar", fc.tar_bytes(members))
+    return folder
+
+
+def test_every_non_finite_or_non_float_score_is_a_row_error(tmp_path: Path):
+    annotate(by_caption_dataset(tmp_path / "data"), tmp_path / "out", [ByCaption()])
+    values = {r["key"]: r["by-caption"] for r in rows(tmp_path / "out")}
+    assert values["good"] == 0.5
+    assert all(math.isnan(values[k]) for k in ("inf", "minusinf", "none", "text", "bool", "nan"))
+    reasons = {e["key"]: e["reason"] for e in errors(tmp_path / "out")}
+    assert reasons == {
+        "inf": "score is +inf, not a finite float",
+        "minusinf": "score is -inf, not a finite float",
+        "none": "score is None, not a float",
+        "text": "score is a str ('abc'), not a float",
+        "bool": "score is a bool (True), not a float",
+        "nan": "score is NaN",
+    }
+
+
+def test_bins_and_levels_treat_non_finite_scores_as_missing_end_to_end(tmp_path: Path):
+    from miro_core.bins import BinsFile
+
+    annotate(by_caption_dataset(tmp_path / "data"), tmp_path / "out", [ByCaption(), MeanRed()])
+    # A table written by another tool may hold infinities: they are missing too.
+    extra = tmp_path / "out" / "scores" / "zz-foreign.parquet"
+    pq.write_table(
+        pq.read_table(next((tmp_path / "out" / "scores").glob("*.parquet"))).slice(0, 2).set_column(
+            3, "by-caption", __import__("pyarrow").array([math.inf, -math.inf])
+        ),
+        extra,
+    )
+    bins_path = tmp_path / "bins.json"
+    result = CliRunner().invoke(app, ["bins", "fit", str(tmp_path / "out"), "--out", str(bins_path), "--bins", "4"])
+    assert result.exit_code == 0, result.output
+    assert "9 scores (8 missing)" in result.output
+    bins = BinsFile.load(str(bins_path))
+    levels = bins.levels("by-caption", np.array([math.inf, -math.inf, math.nan, 0.5]))
+    assert np.isnan(levels[:3]).all() and levels[3] == 0.0
+    assert bins.stats["by-caption"]["missing"] == 8
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        (lambda n: [0.5] * (n - 1), "returned 1 scores for 2 samples"),
+        (lambda n: 0.5, "returned a single value (0.5)"),
+        (lambda n: None, "returned None"),
+        (lambda n: np.zeros((n, 1)), "array of shape (2, 1)"),
+        (lambda n: {"score": 1.0}, "returned a dict"),
+    ],
+)
+def test_contract_violations_fail_fast_naming_the_reward(tmp_path: Path, result, message):
+    members = fc.good_members("a", 4) + [m for i in range(4) for m in fc.sample(f"z{i}", fc.png(), "please break")]
+    fc.write(tmp_path / "data" / "s0.tar", fc.tar_bytes(members))
+    broken = breaking("contract-breaker", result)()
+    with pytest.raises(RewardContractError) as caught:
+        annotate(tmp_path / "data", tmp_path / "out", [MeanRed(), broken], batch_size=2, flush_every=1)
+    text = str(caught.value)
+    assert message in text and "'contract-breaker'" in text and "one float per sample" in text
+    assert len(rows(tmp_path / "out")) == 0 and list((tmp_path / "out" / "parts").rglob("rows-*.parquet"))
+    # Fixed plugin, same name: the rerun keeps the saved rows and finishes the shard.
+    fixed = breaking("contract-breaker", lambda n: [0.75] * n)()
+    report = annotate(tmp_path / "data", tmp_path / "out", [MeanRed(), fixed], batch_size=2, flush_every=1)
+    assert report.status == EXIT_OK and sorted(r["key"] for r in rows(tmp_path / "out")) == sorted(
+        [f"a{i:03d}" for i in range(4)] + [f"z{i}" for i in range(4)]
+    )
+
+
+def test_cli_reports_a_contract_violation_in_one_line(tmp_path: Path, monkeypatch):
+    import miro_cli.annotate_cmd as annotate_cmd
+    from miro_core.plugins import build_registry
+
+    registry = build_registry()
+    registry.rewards.add(breaking("bad-length", lambda n: [0.5] * (n + 1)), "bad-length-plugin")
+    monkeypatch.setattr(annotate_cmd, "registry", lambda warn=True: registry)
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.sample("x", fc.png(), "do break")))
+    result = CliRunner().invoke(
+        app, ["annotate", str(tmp_path / "data"), "--rewards", "bad-length", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1
+    assert "error:" in result.output and "returned 2 scores for 1 samples" in result.output
+    assert "bad-length" in result.output and "Traceback" not in result.output
+
+
+def test_a_reward_failing_every_row_exits_non_zero_and_retry_rescores(tmp_path: Path):
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("r", 5)))
+    out = tmp_path / "out"
+    failed = annotate(tmp_path / "data", out, [MeanRed(), AlwaysFails()], batch_size=2)
+    assert failed.status == EXIT_ERROR
+    assert "failed on every one of its 5 samples" in failed.messages[0] and "--retry-errors" in failed.messages[0]
+    assert "weights not found" in failed.messages[0]
+    rerun = annotate(tmp_path / "data", out, [MeanRed(), Fixed()])
+    assert rerun.stats.samples == 0 and rerun.status == EXIT_ERROR, "without --retry-errors nothing is re-scored"
+    retried = annotate(tmp_path / "data", out, [MeanRed(), Fixed()], retry_errors=True)
+    assert retried.status == EXIT_OK and retried.stats.samples == 5
+    assert [r["fragile"] for r in rows(out)] == [0.25] * 5 and errors(out) == []
+    assert retried.summary["samples"] == 5 and retried.summary["errors"] == 0
+
+
+def test_rewards_cannot_corrupt_each_others_inputs(tmp_path: Path):
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("m", 4)))
+    before = annotate(tmp_path / "data", tmp_path / "a", [Mutator(), MeanRed()], batch_size=4)
+    after = annotate(tmp_path / "data", tmp_path / "b", [MeanRed(), Mutator()], batch_size=4)
+    first = [r["mean-red"] for r in rows(tmp_path / "a")]
+    second = [r["mean-red"] for r in rows(tmp_path / "b")]
+    assert first == second and min(first) > 0.5, "the mutations were never seen by the other reward"
+    assert any("'mutator'" in w and "modified the images" in w for w in before.stats.warnings)
+    assert any("'mutator'" in w for w in after.summary["warnings"])
+
+
+# -- images ----------------------------------------------------------------------------------------------
+def test_decoding_is_capped_and_large_jpegs_are_decoded_smaller():
+    from miro_core.data.decode import decode_image
+
+    t0 = time.perf_counter()
+    image, reason = decode_image(fc.huge_png(3000), max_pixels=1_000_000)
+    assert image is None and "3000x3000" in reason and "cap of 1 Mpx" in reason
+    assert time.perf_counter() - t0 < 1.0, "refused from the header, without decoding"
+    image, reason = decode_image(fc.huge_jpeg(3000), max_pixels=1_000_000)
+    assert reason is None and image.size == (750, 750), "libjpeg decoded it at 1/4 scale"
+    image, reason = decode_image(fc.huge_jpeg(3000), max_pixels=10_000_000)
+    assert reason is None and image.size == (3000, 3000), "under the cap: full size"
+
+
+def test_annotation_caps_decoded_pixels(tmp_path: Path):
+    members = fc.sample("big", fc.huge_png(1200)) + fc.sample("jpeg", fc.huge_jpeg(1200), ext="jpg")
+    members += fc.sample("small", fc.png())
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(members))
+    annotate(tmp_path / "data", tmp_path / "out", [MeanRed()], max_pixels=500_000)
+    assert sorted(r["key"] for r in rows(tmp_path / "out")) == ["jpeg", "small"]
+    (error,) = errors(tmp_path / "out")
+    assert error["key"] == "big" and "--max-pixels" in error["reason"]
+
+
+class RecordsModes(RewardModel):
+    """Returns a code per image mode, to check that rewards receive images as decoded."""
+
+    name = "modes"
+    CODES = {"RGB": 1.0, "I;16": 2.0, "I": 2.0, "F": 3.0, "CMYK": 4.0, "LA": 5.0, "P": 6.0, "RGBA": 7.0}
+
+    def score(self, images, captions):
+        return [self.CODES.get(image.mode, 0.0) for image in images]
+
+
+def test_rewards_receive_images_as_decoded_and_shapes_rewards_rescale_high_bit_depth(tmp_path: Path, registry):
+    members: fc.Members = []
+    for name, payload in fc.unusual_modes().items():
+        members += fc.sample(name, payload, ext="tif" if name == "float" else "jpg" if name == "cmyk" else "png")
+    fc.write(tmp_path / "data" / "modes.tar", fc.tar_bytes(members))
+    shapes = [registry.rewards.create(n) for n in ("shapes-aesthetic", "shapes-sharpness", "shapes-alignment")]
+    annotate(tmp_path / "data", tmp_path / "out", [RecordsModes(), *shapes])
+    found = {r["key"]: r for r in rows(tmp_path / "out")}
+    assert {k: v["modes"] for k, v in found.items()} == {
+        "i16": 2.0, "float": 3.0, "cmyk": 4.0, "la": 5.0, "p_transparent": 6.0, "rgba": 7.0,
+    }
+    assert all(math.isfinite(r[n]) for r in found.values() for n in ("shapes-aesthetic", "shapes-sharpness"))
+    assert errors(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("name", ["shapes-aesthetic", "shapes-sharpness"])
+def test_high_bit_depth_scores_equal_the_8bit_version(registry, name):
+    reward = registry.rewards.create(name)
+    eight = Image.fromarray(fc.gradient_8bit(), mode="L")
+    sixteen = Image.open(__import__("io").BytesIO(fc.gradient_16bit_png()))
+    floating = Image.open(__import__("io").BytesIO(fc.float_tiff()))
+    scores = reward.score([eight, sixteen, floating], ["", "", ""])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6) and scores[0] == pytest.approx(scores[2], abs=1e-6)
+    assert np.array_equal(np.asarray(to_rgb8(sixteen)), np.asarray(eight.convert("RGB")))
+
+
+# -- the output folder -----------------------------------------------------------------------------------
+HOLD_LOCK = """
+import sys, time
+from miro_core.data.lock import OutputLock
+OutputLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_one_writer_per_output_folder_and_stale_locks_are_recovered(tmp_path: Path):
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("l", 2)))
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLockedError) as caught:
+            annotate(tmp_path / "data", out, [MeanRed()])
+        import socket
+
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in str(caught.value)
+        assert not (out / "config.json").exists()
+    finally:
+        holder.kill()  # kill -9: the lock file stays behind, its flock is gone
+        holder.wait()
+    report = annotate(tmp_path / "data", out, [MeanRed()])
+    assert report.status == EXIT_OK and [lock["pid"] for lock in report.stats.recovered_locks] == [holder.pid]
+    assert len(rows(out)) == 2
+
+
+def test_leftovers_of_killed_writes_are_cleaned(tmp_path: Path):
+    fc.write(tmp_path / "data" / "s0.tar", fc.tar_bytes(fc.good_members("c", 2)))
+    fc.write(tmp_path / "data" / "s1.tar", fc.tar_bytes(fc.good_members("d", 2)))
+    out = tmp_path / "out"
+    annotate(tmp_path / "data", out, [MeanRed()])
+    # A kill at the end of s0 (after its table, before its parts were removed), and mid-write temporaries.
+    (out / "parts" / "s0").mkdir(parents=True)
+    (out / "parts" / "s0" / "rows-000000.parquet").write_bytes(b"x")
+    (out / "scores" / "s1.parquet.tmp-1234abcd").write_bytes(b"x")
+    (out / "errors" / "s0.parquet.tmp-deadbeef").write_bytes(b"x")
+    report = annotate(tmp_path / "data", out, [MeanRed()])
+    assert report.stats.cleaned_leftovers == 3
+    assert not (out / "parts" / "s0").exists()
+    assert not list(out.rglob("*.tmp-*"))
+
+
+def test_summary_totals_the_whole_folder_across_runs(tmp_path: Path):
+    fc.write(tmp_path / "data" / "s0.tar", fc.tar_bytes(fc.good_members("t", 3)))
+    out = tmp_path / "out"
+    annotate(tmp_path / "data", out, [MeanRed()])
+    fc.write(tmp_path / "data" / "s1.tar", fc.tar_bytes(fc.good_members("u", 4)))
+    second = annotate(tmp_path / "data", out, [MeanRed()])
+    summary = json.loads((out / "summary.json").read_text())
+    assert second.stats.samples == 4 and summary["samples"] == 7 and summary["runs"] == 2
+    assert summary["images_per_second"] > 0 and 0 <= summary["device_wait_share"] <= 1
+
+
+def test_config_is_written_only_after_inputs_are_validated(tmp_path: Path):
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="does not exist"):
+        annotate(tmp_path / "missing", out, [MeanRed()])
+    assert not (out / "config.json").exists()
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("v", 2)))
+    assert annotate(tmp_path / "data", out, [ByCaption()]).status == EXIT_OK, "another reward list is fine"
+    result = CliRunner().invoke(app, ["annotate", str(tmp_path / "data"), "--rewards", "no-such", "--out", str(out)])
+    assert result.exit_code == 1 and "no-such" in result.output
+
+
+def test_config_records_each_rewards_provenance_and_options(tmp_path: Path):
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("p", 2)))
+    result = CliRunner().invoke(
+        app,
+        ["annotate", str(tmp_path / "data"), "--rewards", "shapes-aesthetic", "--out", str(tmp_path / "o"),
+         "--reward-option", "shapes-aesthetic.working_size=16", "--workers", "0"],
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    record = config["components"]["rewards"]["shapes-aesthetic"]
+    assert record["distribution"] == "miro-reward-shapes-aesthetic" and record["distribution_version"]
+    assert record["plugin"] == "shapes-aesthetic" and record["version"] == "1"
+    assert record["options"]["working_size"] == 16 and "checkpoint" in record["options"]
+
+
+# -- environment faults and options ----------------------------------------------------------------------
+def test_output_in_memory_is_refused(tmp_path: Path):
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("w", 1)))
+    with pytest.raises(ConfigError, match="in-memory"):
+        annotate(tmp_path / "data", "memory://annotations", [MeanRed()])
+
+
+def test_missing_backend_and_unreachable_urls_name_the_url(tmp_path: Path):
+    pytest.importorskip("fsspec")
+    try:
+        import s3fs  # noqa: F401
+    except ImportError:
+        with pytest.raises(StorageError, match="pip install s3fs"):
+            annotate("s3://bucket/shards", tmp_path / "o", [MeanRed()])
+    with pytest.raises(StorageError, match="cannot reach ftp://127.0.0.1:1/data"):
+        annotate("ftp://127.0.0.1:1/data", tmp_path / "o", [MeanRed()])
+    with pytest.raises(StorageError, match="unknown URL protocol"):
+        annotate("nosuchproto://x/y", tmp_path / "o", [MeanRed()])
+    assert not (tmp_path / "o").exists()
+
+
+def _refuse_writes_under(monkeypatch, root: Path, code: int) -> None:
+    """Make every write below ``root`` fail with ``code`` (EROFS, ENOSPC): a read-only or full disk."""
+    import builtins
+    import os
+
+    real_open, real_os_open, real_makedirs = builtins.open, os.open, os.makedirs
+
+    def inside(path) -> bool:
+        return str(path).startswith(str(root))
+
+    def fail(path):
+        raise OSError(code, os.strerror(code), str(path))
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if inside(file) and any(c in mode for c in "wax+"):
+            fail(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def fake_os_open(path, flags, *args, **kwargs):
+        if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            fail(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def fake_makedirs(path, *args, **kwargs):
+        if inside(path) and not os.path.isdir(path):
+            fail(path)
+        return real_makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)
+    monkeypatch.setattr(os, "makedirs", fake_makedirs)
+
+
+@pytest.mark.parametrize(("code", "message"), [(errno.EROFS, "read-only"), (errno.ENOSPC, "no space left")])
+def test_read_only_and_full_disks_are_clear_errors(tmp_path: Path, monkeypatch, code: int, message: str):
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("f", 1)))
+    out = tmp_path / "out"
+    _refuse_writes_under(monkeypatch, out, code)
+    with pytest.raises(StorageError) as caught:
+        annotate(tmp_path / "data", out, [MeanRed()])
+    assert message in str(caught.value) and str(out) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["--batch-size", "0"], ["--flush-every", "0"], ["--workers", "-1"], ["--max-pixels", "10"]],
+)
+def test_numeric_options_are_range_checked_before_data_is_read(tmp_path: Path, arguments):
+    command = ["annotate", str(tmp_path / "nothing"), "--rewards", "shapes-sharpness", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, command + arguments)
+    assert result.exit_code == 2 and arguments[0] in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_config_file_values_are_range_checked_before_data_is_read(tmp_path: Path):
+    config = tmp_path / "annotate.yaml"
+    config.write_text("batch_size: -4\nflush_every: 0\n")
+    command = ["annotate", str(tmp_path / "nothing"), "--rewards", "shapes-sharpness", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*command, "--config", str(config)])
+    assert result.exit_code == 1 and "batch_size" in result.output and "does not exist" not in result.output
+    with pytest.raises(Exception, match="greater than or equal to 1"):
+        AnnotateConfig(data="d", out="o", rewards=["x"], batch_size=0)
+
+
+def test_bins_options_are_range_checked(tmp_path: Path):
+    for arguments in (["--bins", "1"], ["--sample", "0"], ["--bins", "100000"]):
+        result = CliRunner().invoke(app, ["bins", "fit", str(tmp_path), "--out", str(tmp_path / "b.json"), *arguments])
+        assert result.exit_code == 2 and arguments[0] in result.output
+
+
+def test_disk_full_while_writing_a_table_is_a_clear_error_and_keeps_finished_shards(tmp_path: Path, monkeypatch):
+    import pyarrow.parquet as parquet
+
+    fc.write(tmp_path / "data" / "s0.tar", fc.tar_bytes(fc.good_members("e", 2)))
+    fc.write(tmp_path / "data" / "s1.tar", fc.tar_bytes(fc.good_members("g", 2)))
+    out = tmp_path / "out"
+    real_write = parquet.write_table
+    calls = {"n": 0}
+
+    def write_then_fill(table, where, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # s0's error and score tables fit; then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(parquet, "write_table", write_then_fill)
+    with pytest.raises(StorageError, match="no space left") as caught:
+        annotate(tmp_path / "data", out, [MeanRed()])
+    assert "s1.parquet" in str(caught.value)
+    monkeypatch.setattr(parquet, "write_table", real_write)
+    assert [r["key"] for r in rows(out)] == ["e000", "e001"]
+    assert annotate(tmp_path / "data", out, [MeanRed()]).summary["samples"] == 4
