@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from miro_cli.common import console, echo, parse_yaml_values, registry, split_names, user_errors
+from miro_cli.common import console, distributed_rank, echo, parse_yaml_values, registry, split_names, user_errors
 from miro_core.errors import ConfigError
 
 
@@ -30,21 +30,6 @@ def parse_reward_options(items: list[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"--reward-option expects REWARD.KEY=VALUE, got {dotted}={value}")
         out.setdefault(reward, {})[key] = value
     return out
-
-
-def distributed_rank(device: str) -> tuple[int, int]:
-    """(rank, world size) under ``accelerate launch``; (0, 1) otherwise.
-
-    On a machine without GPUs (or with ``--device cpu``) accelerate must be told to use its gloo CPU
-    backend, otherwise every process believes it is alone.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
-    return state.process_index, state.num_processes
 
 
 @user_errors

@@ -426,3 +426,18 @@ def table_console() -> Console:
 def echo(message: str) -> None:
     """Print a normal result line to stdout (kept separate from progress on stderr)."""
     sys.stdout.write(message + "\n")
+
+
+def distributed_rank(device: str) -> tuple[int, int]:
+    """(rank, world size) under ``accelerate launch``; (0, 1) otherwise.
+
+    On a machine without GPUs (or with ``--device cpu``) accelerate must be told to use its gloo CPU
+    backend, otherwise every process believes it is alone.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    return state.process_index, state.num_processes

@@ -36,8 +36,7 @@ def encode(
     """Encode every input shard into a records shard; resumable, split across `accelerate launch` processes."""
     import os
 
-    from miro_cli.annotate_cmd import distributed_rank
-    from miro_cli.common import parse_yaml_values
+    from miro_cli.common import distributed_rank, parse_yaml_values
     from miro_core.encode import EncodeConfig, RecordEncoder
 
     rank, world = distributed_rank(device)

@@ -21,6 +21,11 @@ def attach(app: typer.Typer) -> None:
     app.command("sample")(sample)
 
 
+def _looks_like_repo_id(text: str) -> bool:
+    """``OWNER/NAME`` as the Hugging Face hub writes it (a path that does not exist is not one)."""
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
+
+
 def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
     prompts = [p for p in prompt if p.strip()]
     if prompts_file is not None:
@@ -40,7 +45,11 @@ def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
 
 @user_errors
 def sample(
-    run: Path = typer.Argument(..., help="Run folder written by `miro train`."),
+    run: str = typer.Argument(
+        ...,
+        help="Run folder (`miro train`, `miro convert`), or a released MIRO checkpoint: a folder in the authors' "
+        "layout or a Hugging Face repo id found in the local cache (nothing is downloaded).",
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for the PNG files, grid.png and config.json."),
     prompt: list[str] = typer.Option([], "--prompt", help="Prompt; repeatable."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help="One prompt per line."),
@@ -58,19 +67,23 @@ def sample(
     seed: int = typer.Option(0, "--seed", min=0),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
     weights: str = typer.Option("ema", "--weights", help="ema or raw."),
+    variant: str = typer.Option(None, "--variant", help="Variant subfolder of a released checkpoint (miro-no-...)."),
 ) -> None:
     """Sample images; every KEY must be a reward the run was trained on.
 
     config.json records the strategy, guidance weight and reward targets actually used, and the provenance
     (name, version, distribution) of every component.
     """
-    run, out = Path(local_path(str(run)) or run), Path(local_path(str(out)) or out)
+    source, out = str(local_path(run) or run), Path(local_path(str(out)) or out)
     prompts = read_prompts(prompt, prompts_file)
     targets = parse_float_map(reward, "--reward")
     negatives = parse_float_map(negative_reward, "--negative-reward")
     options = parse_yaml_values(strategy_option, "--strategy-option")
-    if not run.is_dir():
-        raise ConfigError(f"RUN {run} is not a folder; give the run folder written by `miro train`")
+    if not Path(source).expanduser().is_dir() and not _looks_like_repo_id(source):
+        raise ConfigError(
+            f"RUN {source} is not a folder; give the run folder written by `miro train`, a released MIRO checkpoint "
+            "folder, or a Hugging Face repo id (OWNER/NAME) in the local cache"
+        )
 
     import torch
 
@@ -84,7 +97,7 @@ def sample(
     reg = registry()
     reg.samplers.get(sampler)  # an unknown sampler fails before the model loads
     reg.guidance.get(strategy)
-    pipe = MiroPipeline.from_pretrained(run, device=device, weights=weights, registry=reg)
+    pipe = MiroPipeline.from_pretrained(source, variant=variant, device=device, weights=weights, registry=reg)
     settings = resolve_settings(
         pipe,
         strategy=strategy,
@@ -116,7 +129,8 @@ def sample(
     (out / "prompts.txt").write_text("\n".join(prompts) + "\n")
     resolved = {
         "format": "miro-samples",
-        "run": str(run),
+        "run": source,
+        "variant": variant,
         "step": pipe.step,
         "weights": weights,
         "prompts": prompts,

@@ -117,6 +117,8 @@ class AuthorsCheckpoint:
             "model": spec.as_json(),
             "reward_keys": list(spec.reward_keys),
             "accepted_reward_keys": self.accepted_reward_keys,
+            # The reward plugins that measure each released key (``miro eval`` and ``miro serve`` use them).
+            "reward_plugins": {key: REWARD_ALIASES[key] for key in spec.reward_keys if key in REWARD_ALIASES},
             "text_encoder": {
                 "name": "t5",
                 "options": {"checkpoint": "google/flan-t5-xl", "max_length": self.max_text_len},

@@ -168,7 +168,10 @@ def run_rewards(run_config: Mapping[str, Any] | None) -> RewardChoice:
     """The run's reward keys with their annotation options (empty for a baseline or an unknown run)."""
     if not run_config:
         return RewardChoice([], origin="run", note="the images name no run, so the run's rewards are unknown")
-    keys = [str(k) for k in run_config.get("reward_keys") or []]
+    # A released checkpoint names its rewards by the authors' keys (``clip_score``, ...); ``reward_plugins`` maps
+    # them to the plugins that compute those scores.
+    plugins = run_config.get("reward_plugins") or {}
+    keys = [str(plugins.get(k, k)) for k in run_config.get("reward_keys") or []]
     note = "" if keys else "the run was trained without rewards"
     return RewardChoice(keys, annotation_reward_options(run_config), annotation_sources(run_config), origin="run",
                         note=note)

@@ -59,6 +59,18 @@ def package_names(kind: str, name: str) -> tuple[str, str, str]:
     return dist, package, cls
 
 
+def core_range(version: str) -> str:
+    """The core versions a new plugin accepts: this release up to the next minor one (``>=0.1.0,<0.2``)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(version).release
+    except InvalidVersion:
+        return ">=0.1"
+    major, minor = (release + (0, 0))[:2]
+    return f">={version},<{major}.{minor + 1}"
+
+
 def _template(*parts: str) -> str:
     return resources.files("miro_core").joinpath("templates", *parts).read_text(encoding="utf-8")
 
@@ -88,7 +100,7 @@ def new_plugin(kind: str, name: str, out: str | Path = ".", *, force: bool = Fal
         "__TABLE__": spec.table,
         "__OPTIONS__": spec.options,
         "__MODULE__": kind,
-        "__MIRO_VERSION__": __version__,
+        "__MIRO_RANGE__": core_range(__version__),
         "__USAGE__": spec.usage,
     }
     files = {

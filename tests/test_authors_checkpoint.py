@@ -328,3 +328,34 @@ def test_cli_sample_on_a_converted_release(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert Image.open(out / "000-01.png").size == (16, 16)
+
+
+def test_released_keys_are_measured_by_their_reward_plugins(pipe):
+    """eval/serve measure a released checkpoint with the plugins behind its keys (clip_score -> jina-clip, ...)."""
+    from miro_core.run_rewards import run_rewards
+
+    choice = run_rewards(pipe.config)
+    assert pipe.reward_keys and choice.names
+    expected = {"clip_score": "jina-clip", "aesthetic_score": "aesthetic", "image_reward_score": "imagereward",
+                "pick_a_score_score": "pickscore", "hpsv2_score": "hpsv2", "vqa_score": "vqascore",
+                "sciscore_score": "sciscore"}
+    assert choice.names == [expected[k] for k in pipe.reward_keys]
+
+
+def test_cli_sample_takes_a_hub_id_from_the_local_cache_only(tmp_path, monkeypatch):
+    """A repo id is looked up in the local HF cache; when absent the error says so and nothing is downloaded."""
+    import huggingface_hub.constants
+
+    from miro_cli.main import app
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    result = CliRunner().invoke(
+        app, ["sample", "nicolas-dufour/miro", "--variant", "miro-no-aesthetic", "--out", str(tmp_path / "s"),
+              "--prompt", "x"]
+    )
+    assert result.exit_code == 1
+    assert "not in the local Hugging Face cache" in result.output
+    assert "miro-no-aesthetic/config.json" in result.output
+    result = CliRunner().invoke(app, ["sample", str(tmp_path / "no" / "such"), "--out", str(tmp_path / "s"),
+                                      "--prompt", "x"])
+    assert result.exit_code == 1 and "is not a folder" in result.output
