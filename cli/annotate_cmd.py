@@ -22,14 +22,40 @@ def attach(app: typer.Typer) -> None:
 
 
 def parse_reward_options(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``pickscore.checkpoint=/w`` -> {"pickscore": {"checkpoint": "/w"}} (values parsed as YAML scalars)."""
+    """``pickscore.checkpoint=/w`` -> {"pickscore": {"checkpoint": "/w"}} (values parsed as YAML scalars).
+
+    The key is after the last dot: a qualified reward name may contain dots (``my.dist:reward.key=v``).
+    """
     out: dict[str, dict[str, Any]] = {}
     for dotted, value in parse_yaml_values(items, "--reward-option").items():
-        reward, sep, key = dotted.partition(".")
-        if not sep or not key:
+        reward, sep, key = dotted.rpartition(".")
+        if not sep or not key or not reward:
             raise ConfigError(f"--reward-option expects REWARD.KEY=VALUE, got {dotted}={value}")
         out.setdefault(reward, {})[key] = value
     return out
+
+
+def options_by_reward(options: dict[str, dict[str, Any]], rewards: list[str]) -> dict[str, dict[str, Any]]:
+    """Key each reward's options by its name as written in ``--rewards``.
+
+    ``--reward-option colorfulness.scale=2`` applies to ``--rewards dist-b:colorfulness`` too (the bare name
+    of one qualified reward); an option naming no reward of ``--rewards`` is an error.
+    """
+    from miro_core.registry import split_qualified
+
+    matched: dict[str, dict[str, Any]] = {}
+    unknown = []
+    for name, values in options.items():
+        candidates = [name] if name in rewards else [r for r in rewards if split_qualified(r)[1] == name]
+        if len(candidates) != 1:
+            unknown.append(name)
+            continue
+        matched.setdefault(candidates[0], {}).update(values)
+    if unknown:
+        raise ConfigError(
+            f"--reward-option names reward(s) not in --rewards: {', '.join(unknown)} (--rewards: {', '.join(rewards)})"
+        )
+    return matched
 
 
 @user_errors
@@ -81,9 +107,7 @@ def annotate(
     }
     cfg = build_config(AnnotateConfig, config, overrides)
     reg = registry()
-    unknown = [name for name in cfg.reward_options if name not in cfg.rewards]
-    if unknown:
-        raise ConfigError(f"--reward-option names reward(s) not in --rewards: {', '.join(unknown)}")
+    cfg = cfg.model_copy(update={"reward_options": options_by_reward(cfg.reward_options, cfg.rewards)})
     models = [reg.rewards.create(name, cfg.reward_options.get(name)) for name in cfg.rewards]
     rank, world = distributed_rank(cfg.device)
     annotator = Annotator(cfg, models, rank=rank, world_size=world, registry=reg)

@@ -20,12 +20,18 @@ def backbones(
         None, help="Backbones or sizes to show (dit, dit-xl/2, rin-miro); all installed if omitted."
     ),
     image_size: int = typer.Option(
-        32, "--image-size", help="Side of the backbone's input (the latent side for VAE latents: 32 for 256px SDXL)."
+        32, "--image-size", min=1, max=65536,
+        help="Side of the backbone's input (the latent side for VAE latents: 32 for 256px SDXL)."
     ),
-    channels: int = typer.Option(4, "--channels", help="Input channels (4 for SDXL VAE latents, 3 for pixels)."),
-    cond_dim: int = typer.Option(1024, "--cond-dim", help="Width of the conditioning tokens and pooled vector."),
+    channels: int = typer.Option(
+        4, "--channels", min=1, max=65536, help="Input channels (4 for SDXL VAE latents, 3 for pixels)."
+    ),
+    cond_dim: int = typer.Option(
+        1024, "--cond-dim", min=1, max=65536, help="Width of the conditioning tokens and pooled vector."
+    ),
     cond_len: int = typer.Option(
-        55, "--cond-len", help="Conditioning tokens per image (default: 7 rewards + 16 registers + 32 text tokens)."
+        55, "--cond-len", min=1, max=65536,
+        help="Conditioning tokens per image (default: 7 rewards + 16 registers + 32 text tokens)."
     ),
     flops: bool = typer.Option(True, "--flops/--no-flops", help="Count forward FLOPs (a meta-device forward pass)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
@@ -37,8 +43,6 @@ def backbones(
     from miro_core.backbone import BackboneSpec, parse_backbone_name
     from miro_core.model_stats import backbone_stats
 
-    if min(image_size, channels, cond_dim, cond_len) < 1:
-        raise ConfigError("--image-size, --channels, --cond-dim and --cond-len must be positive")
     known = registry().backbones.as_dict()
     selected: list[tuple[str, dict]] = []
     for text in names or sorted(known):
@@ -51,7 +55,10 @@ def backbones(
     rows = []
     for name, options in selected:
         backbone = known[name](options)
-        stats = backbone_stats(backbone, spec, cond_len=cond_len, flops=flops)
+        try:
+            stats = backbone_stats(backbone, spec, cond_len=cond_len, flops=flops)
+        except ValueError as err:  # the backbone's own check of the shape (a patch size that does not divide it)
+            raise ConfigError(f"{name} size {options['size']}: {err} (--image-size {image_size})") from None
         rows.append(stats.as_json())
 
     if as_json:

@@ -16,7 +16,9 @@ def attach(app: typer.Typer) -> None:
 @bins_app.command("fit")
 @user_errors
 def fit(
-    annotations: str = typer.Argument(..., help="Annotation folder written by `miro annotate`."),
+    annotations: str = typer.Argument(
+        ..., help="Annotation folder written by `miro annotate`, or records written by `miro encode` (raw scores)."
+    ),
     out: str = typer.Option(..., "--out", help="Bins JSON file to write."),
     bins: int = typer.Option(64, "--bins", min=2, max=4096, help="Bins per reward (MIRO: 64)."),
     strategy: str = typer.Option("quantile", "--strategy", help="quantile (MIRO) or uniform, or a plugin binner."),

@@ -188,10 +188,17 @@ def _which_option(filename: str | None, values: Mapping[str, Any], names: Mappin
     if not filename:
         out = values.get("out")
         return f"{_option('out', names)} {out}" if out else "the output"
+    filename = re.sub(r"\.tmp-[0-9a-f]{8}$", "", filename)  # the temporary sibling of an atomic write
+
+    def absolute(path: str) -> str:
+        path = local_path(path) or path
+        return path if "://" in path else os.path.abspath(path)
+
+    target = absolute(filename)
     for option, value in _paths(values, names):
-        local = value.removeprefix("file://")
-        if filename == local or filename.startswith(local.rstrip("/") + "/"):
-            return f"{filename} ({option} {value})" if filename != local else f"{option} {value}"
+        local = absolute(value)
+        if target == local or target.startswith(local.rstrip("/") + "/"):
+            return f"{filename} ({option} {value})" if target != local else f"{option} {value}"
     return filename
 
 
@@ -214,6 +221,7 @@ def _free_space(values: Mapping[str, Any], filename: str | None) -> str:
 
 
 _DISK_FULL = re.compile(r"No space left on device|StorageFull|code: 28\b|unexpected pos \d+ vs \d+|file write failed")
+_OUT_OF_MEMORY = re.compile(r"out of memory|not enough memory|can.t allocate memory|OutOfMemoryError", re.I)
 _READ_ONLY = re.compile(r"Read-only file system|ReadOnlyFilesystem|code: 30\b")
 
 
@@ -237,6 +245,25 @@ def _fsspec_backend(err: BaseException, values: Mapping[str, Any], names: Mappin
     return f"{where}: {protocol}:// URLs need the package {package}; install it (`pip install {package}`)"
 
 
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*: ", re.MULTILINE)
+
+
+def without_worker_traceback(text: str) -> str:
+    """The message of an exception re-raised by a torch DataLoader, without the worker's traceback.
+
+    torch re-raises a worker's exception as ``Caught X in DataLoader worker process 0.\nOriginal Traceback
+    ...\nmodule.X: message``; the user needs only ``message`` (with ``--debug`` for the rest).
+    """
+    if _WORKER_TRACEBACK not in text:
+        return text
+    tail = text.partition(_WORKER_TRACEBACK)[2]
+    found = list(_EXCEPTION_LINE.finditer(tail))
+    if not found:
+        return text.partition(_WORKER_TRACEBACK)[0].strip()
+    return tail[found[-1].end():].strip()
+
+
 def explain(err: BaseException, values: Mapping[str, Any] | None = None, names: Mapping[str, str] | None = None) -> str:
     """One line that says what went wrong and what to do, for any exception a command can raise."""
     values = values or {}
@@ -246,7 +273,7 @@ def explain(err: BaseException, values: Mapping[str, Any] | None = None, names: 
 
         if isinstance(err, ConfigValidationError):
             return _config_problems(err, names)
-        return str(err)
+        return without_worker_traceback(str(err))
     backend = _fsspec_backend(err, values, names)
     if backend:
         return backend
@@ -275,15 +302,27 @@ def explain(err: BaseException, values: Mapping[str, Any] | None = None, names: 
     if isinstance(err, ValueError) and "Protocol not known" in str(err):
         protocol = str(err).rpartition(":")[2].strip()
         return f"unknown URL scheme {protocol}:// ({err}); use a local path or an fsspec URL such as file://, s3://"
+    if code in (errno.EEXIST, errno.ENOTDIR):
+        return (
+            f"{_which_option(filename, values, names)}: a file is in the way where a folder is needed; "
+            "choose another path, or move the file away"
+        )
+    if code == errno.EISDIR:
+        return f"{_which_option(filename, values, names)} is a folder where a file is needed; give a file path"
     if os_error is not None:
         reason = (os_error.strerror or str(os_error)).lower()
         return f"{_which_option(filename, values, names)}: {reason}"
+    if any(isinstance(e, MemoryError) for e in chain) or _OUT_OF_MEMORY.search(text):
+        sizes = [_option(k, names) for k in ("batch_size", "image_size", "workers", "max_pixels") if k in values]
+        lower = f"lower {', '.join(sizes)}" if sizes else "use smaller inputs"
+        detail = (without_worker_traceback(text).strip().splitlines() or ["MemoryError"])[0][:200]
+        return f"out of memory ({detail}); {lower}, then rerun"
     if isinstance(err, ImportError):
         missing = getattr(err, "name", None) or str(err)
         return f"a required package is missing ({err}); install it (`pip install {missing}`) and rerun"
     return (
-        f"unexpected {type(err).__name__}: {err}. This is probably a bug: rerun with --debug (or {DEBUG_ENV}=1) "
-        "to see the traceback, and report it"
+        f"unexpected {type(err).__name__}: {without_worker_traceback(str(err))}. This is probably a bug: rerun with "
+        f"--debug (or {DEBUG_ENV}=1) to see the traceback, and report it"
     )
 
 
@@ -309,7 +348,7 @@ def _config_problems(err: Any, names: Mapping[str, str]) -> str:
         field = str(loc[0]) if loc else ""
         key = ".".join(str(p) for p in loc)
         on_command_line = field in err.given or (field in names and not err.path)
-        if message == "Field required":
+        if message == "Field required" and len(loc) == 1:
             option = _option(field, names)
             also = f" (or `{field}:` in {err.path})" if err.path else ""
             parts.append(f"{option} is required{also}")
@@ -320,6 +359,25 @@ def _config_problems(err: Any, names: Mapping[str, str]) -> str:
     return "; ".join(parts)
 
 
+#: String options that name a file or folder (Path-typed options are recognised by their type).
+PATH_OPTIONS = frozenset(
+    {"data", "out", "bins", "config", "source", "run", "init_from", "prompts", "prompts_file", "annotations", "path"}
+)
+
+
+def local_file_urls(values: dict[str, Any]) -> dict[str, Any]:
+    """``file://`` URLs of path options as local paths, so every path option accepts them (``--config``,
+    ``--prompts-file`` and the others that are read with pathlib, not fsspec)."""
+    for key, value in values.items():
+        if isinstance(value, Path) and str(value).startswith("file:"):
+            values[key] = Path(local_path(str(value)) or value)
+        elif isinstance(value, str) and key in PATH_OPTIONS and value.startswith("file:"):
+            values[key] = local_path(value)
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            values[key] = [Path(local_path(str(v)) or v) for v in value]
+    return values
+
+
 def user_errors(func: F) -> F:
     """Run a command with the common option checks; turn every exception into one ``error:`` line, exit 1."""
 
@@ -327,6 +385,7 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         names = option_names()
         try:
+            local_file_urls(kwargs)
             check_common_options(kwargs, names)
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -334,6 +393,14 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt:
             print_error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except SystemExit as err:  # the commands exit through typer.Exit: this is a plugin or library calling sys.exit
+            print_error(
+                f"the command was stopped by a call to sys.exit({err.code!r}) in a plugin or library, so it did not "
+                f"finish (what was saved before is kept); rerun with --debug (or {DEBUG_ENV}=1) to see where"
+            )
+            if debug_enabled():
+                sys.stderr.write("".join(traceback.format_exception(err)))
+            raise typer.Exit(EXIT_ERROR) from None
         except Exception as err:  # noqa: BLE001 - the one place where failures become messages
             print_error(explain(err, kwargs, names))
             if debug_enabled():

@@ -17,10 +17,10 @@ def attach(app: typer.Typer) -> None:
 @user_errors
 def shapes(
     out: str = typer.Option(..., "--out", help="Folder or fsspec URL for the shards."),
-    n: int = typer.Option(2000, "--n", min=1, help="Number of samples."),
+    n: int = typer.Option(2000, "--n", min=1, max=10**9, help="Number of samples."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same dataset."),
-    image_size: int = typer.Option(32, "--image-size", min=8, help="Square image size in pixels."),
-    samples_per_shard: int = typer.Option(500, "--samples-per-shard", min=1),
+    image_size: int = typer.Option(32, "--image-size", min=8, max=4096, help="Square image size in pixels."),
+    samples_per_shard: int = typer.Option(500, "--samples-per-shard", min=1, max=10**7),
     degraded_fraction: float = typer.Option(0.5, "--degraded-fraction", min=0.0, max=1.0),
     mismatched_fraction: float = typer.Option(0.2, "--mismatched-fraction", min=0.0, max=1.0),
     max_objects: int = typer.Option(4, "--max-objects", min=1, max=6, help="Most objects in one image."),

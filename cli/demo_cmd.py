@@ -16,11 +16,13 @@ def attach(app: typer.Typer) -> None:
 @user_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for data, run, grid and report."),
-    samples: int = typer.Option(6000, "--samples", min=100, help="Shapes-world samples to generate."),
-    steps: int = typer.Option(None, "--steps", min=1, help="Training steps (default: configs/demo.yaml, 3000)."),
+    samples: int = typer.Option(6000, "--samples", min=100, max=10**8, help="Shapes-world samples to generate."),
+    steps: int = typer.Option(
+        None, "--steps", min=1, max=10**9, help="Training steps (default: configs/demo.yaml, 3000)."
+    ),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Also stop training after this many seconds."),
     config: Path = typer.Option(None, "--config", help="Training config (default: configs/demo.yaml)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
 ) -> None:
     """Generate data, annotate, fit bins, train, sample high vs low rewards, and write a report."""
     from miro_core.demo import run_demo

@@ -6,6 +6,9 @@ import typer
 
 from miro_cli.common import echo, parse_key_values, registry, user_errors
 
+#: Exit code when the records were written but some input could not be read (docs/cli.md).
+EXIT_DATA_SKIPPED = 3
+
 
 def attach(app: typer.Typer) -> None:
     app.command("encode")(encode)
@@ -23,13 +26,17 @@ def encode(
     autoencoder_option: list[str] = typer.Option(
         [], "--autoencoder-option", help="KEY=VALUE option of the autoencoder (repeatable), e.g. checkpoint=DIR."
     ),
-    image_size: int = typer.Option(256, "--image-size", min=1, help="Images are resized and centre-cropped to it."),
+    image_size: int = typer.Option(
+        256, "--image-size", min=1, max=16384, help="Images are resized and centre-cropped to it."
+    ),
     text_encoder: str = typer.Option("minilm", "--text-encoder", help="Text encoder plugin, e.g. t5, clip-text."),
     text_encoder_option: list[str] = typer.Option(
         [], "--text-encoder-option", help="KEY=VALUE option of the text encoder (repeatable), e.g. max_length=64."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader processes decoding and resizing images."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, max=65536),
+    workers: int = typer.Option(
+        2, "--workers", min=0, max=256, help="DataLoader processes decoding and resizing images."
+    ),
     device: str = typer.Option("cpu", "--device", help="Where the autoencoder and text encoder run (cpu, cuda)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -63,10 +70,26 @@ def encode(
     waited = 100 * (summary["device_wait_share"] or 0)
     echo(
         f"{prefix}encoded {summary['shards_written']} shard(s), skipped {summary['shards_skipped']} already done; "
-        f"{summary['samples']} samples ({summary['skipped']} undecodable) in {summary['wall_seconds']:.1f}s: "
-        f"{summary['images_per_second'] or 0:.1f} images/s, device waited {waited:.0f}% of the time; "
-        f"records in {folder}"
+        f"{summary['samples']} samples ({summary['skipped']} skipped: undecodable, no caption or a repeated key) in "
+        f"{summary['wall_seconds']:.1f}s: {summary['images_per_second'] or 0:.1f} images/s, device waited "
+        f"{waited:.0f}% of the time; records in {folder}"
     )
+    unreadable = summary["unreadable_shards"]
+    if unreadable and rank == 0:
+        from rich.markup import escape
+
+        from miro_cli.common import console
+
+        names = ", ".join(list(unreadable)[:5]) + (" ..." if len(unreadable) > 5 else "")
+        console.print(
+            "[yellow]warning:[/] " + escape(
+                f"{len(unreadable)} input shard(s) could not be read to the end ({names}); their records hold the "
+                f"samples before the fault, the reasons are in {folder}/summary.json (`unreadable_shards`). After "
+                "repairing a shard, delete its records shard (shards/NAME.*) and rerun"
+            ),
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_DATA_SKIPPED)
 
 
 def _barrier(device: str):  # noqa: ANN202 - a plain callable

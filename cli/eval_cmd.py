@@ -36,9 +36,11 @@ def evaluate(
     benchmark: str = typer.Option(
         None, "--benchmark", help="Built-in prompt set: compositional (the default without --prompts)."
     ),
-    per_category: int = typer.Option(8, "--per-category", min=1, help="Benchmark prompts per category."),
-    n: int = typer.Option(4, "--n", min=1, help="Images per prompt."),
-    best_of: int = typer.Option(None, "--best-of", min=1, help="Samples per prompt for the best-of-N curve."),
+    per_category: int = typer.Option(8, "--per-category", min=1, max=10_000, help="Benchmark prompts per category."),
+    n: int = typer.Option(4, "--n", min=1, max=10_000, help="Images per prompt."),
+    best_of: int = typer.Option(
+        None, "--best-of", min=1, max=10_000, help="Samples per prompt for the best-of-N curve."
+    ),
     best_by: str = typer.Option(None, "--best-by", help="Reward that picks the best sample (default: the first)."),
     guidance: float = typer.Option(None, "--guidance", min=0, help="Guidance weight w (default: the run's)."),
     strategy: str = typer.Option(
@@ -48,13 +50,13 @@ def evaluate(
     strategy_option: list[str] = typer.Option(
         [], "--strategy-option", help="KEY=VALUE for the strategy (repeatable); scale= must agree with --guidance."
     ),
-    steps: int = typer.Option(50, "--steps", min=1, help="ODE steps."),
+    steps: int = typer.Option(50, "--steps", min=1, max=10_000, help="ODE steps."),
     sampler: str = typer.Option("euler", "--sampler", help="euler or heun (or a plugin sampler)."),
     reward: list[str] = typer.Option([], "--reward", help="KEY=VALUE positive target in [0, 1] (default 1)."),
     negative_reward: list[str] = typer.Option([], "--negative-reward", help="KEY=VALUE negative target (default 0)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     step: int = typer.Option(None, "--step", help="Evaluate this checkpoint of the run (default: the latest)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per sampling call."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, max=65536, help="Images per sampling call."),
     device: str = typer.Option("cpu", "--device"),
     weights: str = typer.Option("ema", "--weights", help="ema or raw."),
     no_images: bool = typer.Option(False, "--no-images", help="Do not save the generated images."),

@@ -53,8 +53,8 @@ def sample(
     out: Path = typer.Option(..., "--out", help="Folder for the PNG files, grid.png and config.json."),
     prompt: list[str] = typer.Option([], "--prompt", help="Prompt; repeatable."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help="One prompt per line."),
-    n: int = typer.Option(4, "--n", min=1, help="Images per prompt."),
-    steps: int = typer.Option(50, "--steps", min=1, help="ODE steps (MIRO: 50)."),
+    n: int = typer.Option(4, "--n", min=1, max=10_000, help="Images per prompt."),
+    steps: int = typer.Option(50, "--steps", min=1, max=10_000, help="ODE steps (MIRO: 50)."),
     sampler: str = typer.Option("euler", "--sampler", help="euler or heun (or a plugin sampler)."),
     guidance: float = typer.Option(None, "--guidance", min=0, help="Guidance weight w (default: the run's)."),
     reward: list[str] = typer.Option([], "--reward", help="KEY=VALUE positive target in [0, 1] (default 1)."),
@@ -64,7 +64,7 @@ def sample(
         [], "--strategy-option", help="KEY=VALUE for the strategy (repeatable); scale= must agree with --guidance."
     ),
     negative_prompt: str = typer.Option(None, "--negative-prompt", help="Text of the negative branch."),
-    seed: int = typer.Option(0, "--seed", min=0),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
     weights: str = typer.Option("ema", "--weights", help="ema or raw."),
     variant: str = typer.Option(None, "--variant", help="Variant subfolder of a released checkpoint (miro-no-...)."),
@@ -105,6 +105,7 @@ def sample(
         guidance=guidance,
         reward_targets=targets,
         negative_reward_targets=negatives,
+        steps=steps,
     )
     prepare_output_folder(out)
     generator = torch.Generator().manual_seed(seed)

@@ -95,5 +95,5 @@ def train(
         speed = ""
         if trainer.samples_per_second is not None:
             speed = f" ({trainer.samples_per_second:.1f} samples/s"
-            speed += f", MFU {100 * trainer.mfu:.1f}%)" if trainer.mfu is not None else ")"
+            speed += f", MFU {100 * trainer.mfu:.1f}%)" if trainer.mfu is not None else ", MFU n/a)"
         echo(f"trained {trainer.steps_done} steps in {trainer.seconds:.1f}s{speed}; run folder: {run}")

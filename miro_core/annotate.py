@@ -327,9 +327,9 @@ class Annotator:
 
 def shard_sample_counts(data: str) -> dict[str, int] | None:
     """Sample counts per shard from ``index.json`` written by ``miro data``, if present."""
-    from miro_core.data.shards import INDEX_FILE
+    from miro_core.data.shards import INDEX_FILE, is_shard_url
 
-    url = data if not data.endswith(".tar") else data.rsplit("/", 1)[0]
+    url = data if not is_shard_url(data) else data.rstrip("/").rsplit("/", 1)[0]
     index_url = join(url, INDEX_FILE)
     try:
         if not exists(index_url):

@@ -121,7 +121,8 @@ class AuthorsCheckpoint:
             "reward_plugins": {key: REWARD_ALIASES[key] for key in spec.reward_keys if key in REWARD_ALIASES},
             "text_encoder": {
                 "name": "t5",
-                "options": {"checkpoint": "google/flan-t5-xl", "max_length": self.max_text_len},
+                # miro-t2i keeps T5's states at padding positions (see LocalTextEncoderOptions.zero_padding)
+                "options": {"checkpoint": "google/flan-t5-xl", "max_length": self.max_text_len, "zero_padding": False},
             },
             "autoencoder": {
                 "name": "sdxl-vae",
@@ -337,6 +338,12 @@ def load_checkpoint(
         state = load_file(str(files["model.safetensors"]))
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise DataError(f"{files['model.safetensors']} is not a readable safetensors file: {err}") from None
+    for name, tensor in state.items():  # NaN weights would sample blank images without any error
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DataError(
+                f"{files['model.safetensors']} holds NaN or infinite values in {name}: the file is damaged; "
+                "download the checkpoint again"
+            )
     mean, std = latent_statistics(config, state)
     try:
         uncond = np.load(files["uncond_embedding.npy"], allow_pickle=False)

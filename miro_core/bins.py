@@ -22,7 +22,7 @@ import numpy as np
 
 from miro_core.binning import Binner, BinnerOptions
 from miro_core.data.atomic import read_json, write_json
-from miro_core.errors import DataError, MiroError
+from miro_core.errors import DataError, MiroError, PluginError
 
 FORMAT = "miro-bins"
 FORMAT_VERSION = 2
@@ -60,21 +60,91 @@ class FittedBins(Binner):
         return state
 
 
+def checked_levels(binner: Binner, values: np.ndarray, levels: Any, who: str | None = None) -> np.ndarray:
+    """A binner's ``transform`` result, checked at the boundary: one level in [0, 1] per finite score.
+
+    A binner that overrides ``transform`` is a plugin's code; levels outside [0, 1], NaN for a real score or
+    a result of another length would reach the model as conditioning it never saw in training, so they stop
+    the command with a message naming the binner (``who``: its name and distribution).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    who = who or f"binner {binner.name!r} ({type(binner).__module__}.{type(binner).__qualname__})"
+    problem = None
+    try:
+        array = np.asarray(levels, dtype=np.float64)
+    except (TypeError, ValueError):
+        array, problem = None, f"transform() returned {type(levels).__name__}, not an array of numbers"
+    if array is not None and array.shape != values.shape:
+        problem = f"transform() returned levels shaped {array.shape} for scores shaped {values.shape}"
+    elif array is not None:
+        finite = np.isfinite(values)
+        bad = finite & ~(np.isfinite(array) & (array >= 0.0) & (array <= 1.0))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            problem = (
+                f"transform() returned level {float(array[first]):g} for score {float(values[first]):g} "
+                f"({int(bad.sum())} of {int(finite.sum())} levels outside [0, 1])"
+            )
+    if problem is not None:
+        raise PluginError(
+            f"{who} broke the binner contract: {problem}; transform() must return one level in [0, 1] per score "
+            "(NaN for a missing score). Check it with miro_core.conformance.check_binner"
+        )
+    return array  # type: ignore[return-value]
+
+
+def _probe_values(edges: np.ndarray) -> np.ndarray:
+    """Scores that exercise every bin of ``edges``: the edges, their midpoints, beyond both ends, non-finite."""
+    edges = np.asarray(edges, dtype=np.float64)
+    span = float(edges[-1] - edges[0]) or 1.0
+    middles = (edges[:-1] + edges[1:]) / 2
+    return np.concatenate([edges, middles, [edges[0] - span, edges[-1] + span, np.nan, np.inf, -np.inf]])
+
+
+def describe_binner(binner: Binner, provenance: dict[str, Any] | None = None) -> str:
+    """``binner 'x' (distribution 1.2)``, or with the class when the distribution is unknown."""
+    if provenance and provenance.get("distribution") not in (None, "?"):
+        return f"binner {binner.name!r} ({provenance['distribution']} {provenance.get('distribution_version', '?')})"
+    return f"binner {binner.name!r} ({type(binner).__module__}.{type(binner).__qualname__})"
+
+
 def uses_standard_rule(binner: Binner) -> bool:
     """Whether the binner's levels are the standard edges rule (it does not override ``transform``)."""
     return type(binner).transform is Binner.transform
 
 
 def annotation_tables(url: str) -> list[str]:
-    """The score tables of an annotation folder (or a single Parquet file)."""
+    """The score tables of an annotation folder, of a records folder (``miro encode`` keeps the raw scores
+    of every record, so bins are refitted without the annotations or encoding again), or a Parquet file."""
     from miro_core.data.atomic import glob_urls
 
     if url.endswith(".parquet"):
         return [url]
+    from miro_core.records.layout import is_records
+
+    if is_records(url):
+        return _records_score_tables(url)
     found = glob_urls(url, "scores/*.parquet")
     if not found:
         raise DataError(f"no annotation tables under {url}/scores; run `miro annotate ... --out {url}` first")
     return found
+
+
+def _records_score_tables(url: str) -> list[str]:
+    from miro_core.data.atomic import exists
+    from miro_core.records.layout import read_records, score_table_url
+
+    info = read_records(url)
+    if not info.score_keys:
+        raise DataError(f"the records at {url} hold no reward scores (encoded from bare shards); nothing to fit")
+    tables = [score_table_url(shard["url"]) for shard in info.shards]
+    missing = next((t for t in tables if not exists(t)), None)
+    if missing is not None:
+        raise DataError(
+            f"the records at {url} have no score table {missing} (records written before miro encode kept them); "
+            f"fit the bins on the annotations they were encoded from: `miro bins fit {info.source or 'ANNOTATIONS'}`"
+        )
+    return tables
 
 
 def read_annotations(url: str) -> dict[str, Any]:
@@ -82,9 +152,11 @@ def read_annotations(url: str) -> dict[str, Any]:
 
     Every non-finite score (NaN, +-inf) is NaN here: a missing reward, whatever wrote the table.
     """
-    from miro_core.data.tables import read_tables
+    from miro_core.data.tables import check_score_tables, read_tables
 
-    rows = read_tables(annotation_tables(url)).to_pydict()
+    tables = annotation_tables(url)
+    check_score_tables(tables)
+    rows = read_tables(tables).to_pydict()
     scores = {}
     for name, values in rows.items():
         if name in NON_REWARD_COLUMNS:
@@ -102,13 +174,19 @@ def read_annotations(url: str) -> dict[str, Any]:
     }
 
 
+def _stable_std(values: np.ndarray) -> float:
+    """The standard deviation without overflow: scores near 1e300 are finite, their squares are not."""
+    scale = float(np.abs(values).max()) or 1.0
+    return float((values / scale).std() * scale)
+
+
 def summary_stats(values: np.ndarray) -> dict[str, Any]:
     finite = values[np.isfinite(values)]
     stats: dict[str, Any] = {"count": int(values.size), "missing": int(values.size - finite.size)}
     if finite.size:
         stats.update(
             mean=float(finite.mean()),
-            std=float(finite.std()),
+            std=float(_stable_std(finite)),
             min=float(finite.min()),
             max=float(finite.max()),
             p05=float(np.quantile(finite, 0.05)),
@@ -137,7 +215,12 @@ class BinsFile:
         if name not in self.binners:
             raise DataError(f"bins file has no reward {name!r}; it has: {', '.join(self.binners)}")
         values = np.asarray(values, dtype=np.float64)
-        levels = np.asarray(self.binners[name].transform(values), dtype=np.float64)
+        binner = self.binners[name]
+        if uses_standard_rule(binner):
+            levels = np.asarray(binner.transform(values), dtype=np.float64)
+        else:  # a plugin's own level rule: checked on every call
+            provenance = self.meta.get("binner") if isinstance(self.meta.get("binner"), dict) else None
+            levels = checked_levels(binner, values, binner.transform(values), describe_binner(binner, provenance))
         return np.where(np.isfinite(values), levels, np.nan)
 
     def grid(self) -> np.ndarray:
@@ -176,11 +259,15 @@ class BinsFile:
         binners: dict[str, Binner] = {}
         stats: dict[str, dict[str, Any]] = {}
         try:
+            if not payload["rewards"]:
+                raise DataError(f"{source} holds no reward; refit it with `miro bins fit`")
             for name, state in payload["rewards"].items():
                 binners[name] = _binner_from_state(state, payload, registry, source)
+                if isinstance(binners[name], FittedBins):
+                    _check_edges(binners[name], name, source)
                 stats[name] = state.get("stats", {})
             num_bins = int(payload["num_bins"])
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise DataError(
                 f"{source} is damaged or from an unknown version: {err!r}; refit it with `miro bins fit`"
             ) from None
@@ -198,6 +285,26 @@ class BinsFile:
         except ValueError as err:
             raise DataError(f"bins file {url} is not valid JSON: {err}") from None
         return cls.from_json(payload, registry, source=url)
+
+
+def _check_edges(binner: FittedBins, reward: str, source: str) -> None:
+    """Edges read from a file: ``num_bins`` (at least 2) finite, non-decreasing numbers, or a DataError.
+
+    A hand-edited or damaged file would otherwise map scores to levels outside the grid the model was trained
+    on (NaN edges put every score in level 0, descending ones scramble the levels), silently.
+    """
+    edges = binner.edges
+    problem = None
+    if binner.num_bins < 2:
+        problem = f"num_bins is {binner.num_bins}; it must be 2 or more"
+    elif edges.ndim != 1 or len(edges) != binner.num_bins:
+        problem = f"it has {edges.size} edges for {binner.num_bins} bins"
+    elif not np.isfinite(edges).all():
+        problem = f"its edges hold a non-finite value ({edges[~np.isfinite(edges)][0]})"
+    elif (np.diff(edges) < 0).any():
+        problem = "its edges are not in increasing order"
+    if problem is not None:
+        raise DataError(f"{source}: reward {reward!r} cannot be used: {problem}; refit it with `miro bins fit`")
 
 
 def _binner_from_state(state: dict[str, Any], payload: dict[str, Any], registry: Any, source: str) -> Binner:
@@ -226,6 +333,9 @@ def _binner_from_state(state: dict[str, Any], payload: dict[str, Any], registry:
             "that uses the standard edges rule"
         ) from None
     binner.load_state_dict(state)
+    if binner.edges is not None:  # fail when the file is read, not in a training worker
+        probe = _probe_values(binner.edges)
+        checked_levels(binner, probe, binner.transform(probe), describe_binner(binner, provenance))
     return binner
 
 
@@ -279,10 +389,11 @@ def fit_bins(
         except ValueError as err:
             raise DataError(f"binner {strategy!r} failed on reward {name!r}: {err}") from None
         binners[name] = binner
-        stats[name] = level_stats(values, binner, num_bins, ties)
     provenance: dict[str, Any] = {"name": strategy}
     with contextlib.suppress(MiroError, AttributeError, KeyError):
         provenance = dict(registry.provenance("binners", strategy))
+    for name, binner in binners.items():
+        stats[name] = level_stats(columns[name], binner, num_bins, ties, describe_binner(binner, provenance))
     provenance["options"] = next(iter(binners.values())).options.model_dump(mode="json")
     meta = {
         "source": annotations,
@@ -295,10 +406,11 @@ def fit_bins(
     return BinsFile(strategy, num_bins, binners, stats, meta)
 
 
-def level_stats(values: np.ndarray, binner: Binner, num_bins: int, ties: str) -> dict[str, Any]:
-    """Summary statistics of one reward's scores and how its levels are used."""
+def level_stats(values: np.ndarray, binner: Binner, num_bins: int, ties: str, who: str | None = None) -> dict[str, Any]:
+    """Summary statistics of one reward's scores and how its levels are used (the levels checked: see
+    :func:`checked_levels`)."""
     stat = summary_stats(values)
-    levels = np.asarray(binner.transform(values), dtype=np.float64)
+    levels = checked_levels(binner, values, binner.transform(values), who)
     finite_levels = levels[np.isfinite(values) & np.isfinite(levels)]
     stat["distinct_levels"] = int(np.unique(finite_levels).size)
     indices = np.clip(np.rint(finite_levels * (num_bins - 1)).astype(np.int64), 0, num_bins - 1)

@@ -25,6 +25,13 @@ DEMO_GUIDANCE_OPTIONS: dict[str, Any] = {"interval_start": 0.3}
 
 #: Expected training time of the demo's fixed number of steps on a quiet 2-core CPU (docs/demo.md).
 DEMO_MINUTES = 6
+DEMO_STEPS = 3000
+
+
+def expected_training_time(steps: int) -> str:
+    """``about 6 minutes`` for the demo's 3000 steps, scaled for ``miro demo --steps N``."""
+    seconds = DEMO_MINUTES * 60 * steps / DEMO_STEPS
+    return f"about {round(seconds / 60)} minutes" if seconds >= 90 else f"about {max(1, round(seconds))} seconds"
 
 
 def demo_prompts(count: int = 8) -> list[str]:
@@ -130,7 +137,8 @@ def run_demo(
 
     t0 = time.perf_counter()
     resume = (run_dir / "latest.json").exists()
-    log(f"[5/6] train: {train_cfg.steps} steps of {train_cfg.backbone} (about {DEMO_MINUTES} minutes on a quiet "
+    expected = expected_training_time(train_cfg.steps)
+    log(f"[5/6] train: {train_cfg.steps} steps of {train_cfg.backbone} ({expected} on a quiet "
         "2-core CPU; the bar shows the ETA)")
     trainer = Trainer(train_cfg, registry)
     if not resume or _needs_training(run_dir):

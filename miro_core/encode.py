@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -69,6 +70,29 @@ def _comparable(options: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in absolute_paths(options).items() if k != "statistics"}
 
 
+def effective_options(registry: Any, table: str, name: str, options: dict[str, Any]) -> dict[str, str]:
+    """The options a component runs with, for comparing two settings: its ``Options`` defaults filled in,
+    local paths absolute, values as strings, ``statistics`` left out (the records' own is adopted).
+
+    ``{max_length: 32}`` where 32 is the default is the same text encoder as ``{}``; comparing what was
+    written would refuse the one and, worse, accept ``{}`` against records written with ``{max_length: 16}``.
+    Options the component does not accept are compared as given.
+    """
+    filled = dict(options)
+    try:
+        filled = getattr(registry, table).get(name).Options(**options).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - unknown component or invalid options: compare what was written
+        pass
+    return _comparable(filled)
+
+
+def absolute_url(url: str) -> str:
+    """A local path made absolute (records and run folders are read from other directories); URLs as given."""
+    if "://" in url:
+        return url
+    return str(Path(url).expanduser().resolve())
+
+
 def default_records_dir(cfg: EncodeConfig) -> str:
     """``cache/records/<autoencoder>-<size>-<text encoder>-<hash>`` next to the annotations.
 
@@ -84,8 +108,10 @@ def default_records_dir(cfg: EncodeConfig) -> str:
     ]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     name = f"{cfg.autoencoder}-{cfg.image_size}-{cfg.text_encoder}-{digest}".replace("/", "_").replace(":", "_")
+    from miro_core.data.shards import is_shard_url
+
     data = cfg.data.rstrip("/")
-    base = data if not data.endswith((".tar", ".parquet")) else data.rsplit("/", 1)[0]
+    base = data if not (is_shard_url(data) or data.endswith(".parquet")) else data.rsplit("/", 1)[0]
     return join(base, "cache", "records", name)
 
 
@@ -106,15 +132,11 @@ def plan_sources(data: str) -> tuple[list[Source], list[str]]:
     from miro_core.data.shards import list_shards, shard_name
 
     if exists(join(data, "scores")) or data.endswith(".parquet"):
-        import fsspec
-        import pyarrow.parquet as pq
-
-        from miro_core.bins import NON_REWARD_COLUMNS, annotation_tables
+        from miro_core.bins import annotation_tables
+        from miro_core.data.tables import check_score_tables
 
         tables = annotation_tables(data)
-        with fsspec.open(tables[0], "rb") as handle:
-            columns = pq.read_schema(handle).names
-        scores = [c for c in columns if c not in NON_REWARD_COLUMNS]
+        scores = check_score_tables(tables)
         names = [t.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet") for t in tables]
         return [Source(name, table, None) for name, table in zip(names, tables)], scores
     return [Source(shard_name(s), None, s) for s in list_shards(data)], []
@@ -137,6 +159,14 @@ def resize_crop(image: Any, size: int) -> np.ndarray:
     from PIL import Image
 
     width, height = image.size
+    limit = 8 * min(width, height)
+    if max(width, height) > limit:
+        # A strip (1x20000) would be scaled to size x 20000*size before the crop: keep only the centre of its long
+        # side first (the crop below takes the middle of it anyway; the same crop to within a sub-pixel shift), so
+        # time and memory stay bounded. Images up to 8:1 are resized exactly as before.
+        left, top = max(0, (width - limit) // 2), max(0, (height - limit) // 2)
+        image = image.crop((left, top, left + min(width, limit), top + min(height, limit)))
+        width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
     if (new_w, new_h) != (width, height):
@@ -182,6 +212,8 @@ class DecodedBatch:
     images: list[np.ndarray] = field(default_factory=list)
     skipped: int = 0
     last: bool = False
+    #: Why the input shard could not be read to its end (last batch only); the records before it are kept.
+    fault: str | None = None
     decode_seconds: float = 0.0
 
 
@@ -201,6 +233,7 @@ class ShardImages(torch.utils.data.IterableDataset):
 
     def shard_batches(self, source: Source) -> Iterator[DecodedBatch]:
         from miro_core.data.shards import iter_shard
+        from miro_core.errors import ShardReadError
 
         rows: dict[str, tuple[str, dict[str, float | None]]] | None = None
         shard = source.shard
@@ -208,33 +241,37 @@ class ShardImages(torch.utils.data.IterableDataset):
             shard, rows = _table_rows(source.table)
         batch = DecodedBatch(source.name, shard or "")
         seen: set[str] = set()
-        for raw in iter_shard(shard) if shard else iter(()):
-            if raw.key in seen or getattr(raw, "duplicate", False):
-                continue
-            seen.add(raw.key)
-            if rows is not None:
-                if raw.key not in rows:
-                    continue  # an annotation error row: no scores, not a training sample
-                caption, scores = rows[raw.key]
-            else:
-                caption, scores = (raw.caption or "").strip(), {}
-            start = time.perf_counter()
-            try:
-                if raw.image_bytes is None or not caption:
-                    raise ValueError("no image or empty caption")
-                pixels = resize_crop(decode_rgb(raw.image_bytes), self.image_size)
-            except Exception:  # noqa: BLE001 - one bad sample is skipped and counted, the run goes on
-                batch.skipped += 1
-                continue
-            finally:
-                batch.decode_seconds += time.perf_counter() - start
-            batch.keys.append(raw.key)
-            batch.captions.append(caption)
-            batch.scores.append(scores)
-            batch.images.append(pixels)
-            if len(batch.keys) == self.batch_size:
-                yield batch
-                batch = DecodedBatch(source.name, batch.source)
+        try:
+            for raw in iter_shard(shard, include_duplicates=True) if shard else iter(()):
+                if raw.key in seen or raw.duplicate:
+                    batch.skipped += rows is None  # (annotations recorded their duplicates already)
+                    continue
+                seen.add(raw.key)
+                if rows is not None:
+                    if raw.key not in rows:
+                        continue  # an annotation error row: no scores, not a training sample
+                    caption, scores = rows[raw.key]
+                else:
+                    caption, scores = (raw.caption or "").strip(), {}
+                start = time.perf_counter()
+                try:
+                    if raw.problem is not None or raw.image_bytes is None or not caption:
+                        raise ValueError(raw.problem or "no image or empty caption")
+                    pixels = resize_crop(decode_rgb(raw.image_bytes), self.image_size)
+                except Exception:  # noqa: BLE001 - one bad sample is skipped and counted, the run goes on
+                    batch.skipped += 1
+                    continue
+                finally:
+                    batch.decode_seconds += time.perf_counter() - start
+                batch.keys.append(raw.key)
+                batch.captions.append(caption)
+                batch.scores.append(scores)
+                batch.images.append(pixels)
+                if len(batch.keys) == self.batch_size:
+                    yield batch
+                    batch = DecodedBatch(source.name, batch.source)
+        except ShardReadError as err:  # the samples before the fault are encoded; the fault is recorded
+            batch.fault = f"{shard}: {err}"
         batch.last = True
         yield batch
 
@@ -259,11 +296,14 @@ class EncodeSummary:
     wait: float = 0.0
     device: float = 0.0
     decode: float = 0.0
+    #: Records shard -> why its input shard could not be read to its end (the records before it are kept).
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "samples": self.samples,
             "skipped": self.skipped,
+            "unreadable_shards": dict(self.unreadable),
             "shards_written": self.shards_written,
             "shards_skipped": self.shards_skipped,
             "wall_seconds": round(self.wall, 3),
@@ -335,6 +375,7 @@ class RecordEncoder:
         self.cfg = cfg.model_copy(
             update={
                 "autoencoder_options": absolute_paths(cfg.autoencoder_options),
+                "text_encoder_options": absolute_paths(cfg.text_encoder_options),
                 "out": cfg.out or default_records_dir(cfg),
             }
         )
@@ -361,29 +402,35 @@ class RecordEncoder:
         if previous.get("format") != FORMAT:
             raise ConfigError(f"{self.out} holds something other than miro records; choose another --out")
 
-        def given(options: dict[str, Any], asked: dict[str, Any]) -> dict[str, str]:
-            return _comparable({k: v for k, v in options.items() if k in asked})
+        def options(table: str, name: str, given: dict[str, Any]) -> dict[str, str]:
+            return effective_options(self.registry, table, name, given)
 
         before = (
             previous["autoencoder"]["name"],
-            given(previous["autoencoder"]["options"], cfg.autoencoder_options),
+            options("autoencoders", previous["autoencoder"]["name"], previous["autoencoder"]["options"]),
             previous["image_size"],
             previous["text_encoder"]["name"],
-            given(previous["text_encoder"]["options"], cfg.text_encoder_options),
+            options("text_encoders", previous["text_encoder"]["name"], previous["text_encoder"]["options"]),
         )
         now = (
             cfg.autoencoder,
-            _comparable(cfg.autoencoder_options),
+            options("autoencoders", cfg.autoencoder, cfg.autoencoder_options),
             cfg.image_size,
             cfg.text_encoder,
-            _comparable(cfg.text_encoder_options),
+            options("text_encoders", cfg.text_encoder, cfg.text_encoder_options),
         )
         if before != now:
-            labels = ("autoencoder", "autoencoder options", "image size", "text encoder", "text encoder options")
-            differ = "; ".join(f"{label} {b} (asked: {n})" for label, b, n in zip(labels, before, now) if b != n)
+            labels = ("autoencoder", "autoencoder option", "image size", "text encoder", "text encoder option")
+            differ = []
+            for label, b, n in zip(labels, before, now):
+                if isinstance(b, dict):
+                    differ += [f"{label} {k}={b.get(k)} (asked: {n.get(k)})" for k in sorted({*b, *n})
+                               if b.get(k) != n.get(k)]
+                elif b != n:
+                    differ.append(f"{label} {b} (asked: {n})")
             raise ConfigError(
-                f"{self.out} holds records encoded with other settings: {differ}; choose another --out to encode "
-                "with different settings"
+                f"{self.out} holds records encoded with other settings: {'; '.join(differ)}; choose another --out "
+                "to encode with different settings"
             )
         return previous
 
@@ -460,7 +507,7 @@ class RecordEncoder:
                 "provenance": self.registry.provenance("text_encoders", cfg.text_encoder),
             },
             "score_keys": scores,
-            "source": cfg.data,
+            "source": absolute_url(cfg.data),
         }
 
     # -- run --------------------------------------------------------------------------------------
@@ -490,6 +537,7 @@ class RecordEncoder:
         self.summary.shards_skipped = len(mine) - len(pending)
         self._encode(pending, autoencoder, encoder, header)
         self.summary.wall = time.perf_counter() - start
+        self.summary.unreadable = self.unreadable_shards()
         suffix = "" if self.world_size == 1 else f"-rank{self.rank}"
         write_json(join(self.out, f"summary{suffix}.json"), self.summary.as_json())
         self.barrier()
@@ -504,6 +552,14 @@ class RecordEncoder:
         from miro_core.records.writer import finished_shards
 
         return set(finished_shards(self.out)) if exists(join(self.out, "shards")) else set()
+
+    def unreadable_shards(self) -> dict[str, str]:
+        """Records shard -> why its input shard could not be read to its end, over every run into this folder."""
+        from miro_core.records.writer import finished_shards
+
+        if not exists(join(self.out, "shards")):
+            return {}
+        return {name: str(car["fault"]) for name, car in finished_shards(self.out).items() if car.get("fault")}
 
     def _encode(self, pending: list[Source], autoencoder: Any, encoder: Any, header: dict[str, Any]) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -555,7 +611,7 @@ class RecordEncoder:
                         summary.samples += len(batch.keys)
                         progress.update(task, info=f"{summary.samples} samples")
                     if batch.last:
-                        writers.pop(batch.name).close()
+                        writers.pop(batch.name).close(batch.fault)
                         summary.shards_written += 1
                         progress.advance(task)
             finally:
@@ -595,5 +651,9 @@ def records_for_training(cfg: EncodeConfig, registry: Any, progress: bool = True
             return out
         except DataError:
             pass  # unfinished: complete it below
-    return RecordEncoder(cfg.model_copy(update={"out": out}), registry, progress=progress).run()
+    encoder = RecordEncoder(cfg.model_copy(update={"out": out}), registry, progress=progress)
+    folder = encoder.run()
+    for name, reason in encoder.summary.unreadable.items():
+        print(f"warning: records shard {name} holds only the samples before a read fault: {reason}", file=sys.stderr)
+    return folder
 

@@ -132,7 +132,7 @@ def read_prompt_file(path: str | Path) -> tuple[list[str], list[str]]:
         raise ConfigError(f"--prompts {path} does not exist")
     prompts: list[str] = []
     categories: list[str] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
@@ -172,6 +172,8 @@ def is_run_folder(path: str | Path) -> bool:
     config = Path(path) / "config.json"
     if not config.exists():
         return False
+    if (Path(path) / "latest.json").is_file() or (Path(path) / "checkpoints").is_dir():
+        return True  # a run folder, even with a damaged config.json (loading it then says so)
     try:
         return json.loads(config.read_text()).get("format") == "miro-run" or is_authors_folder(path)
     except (json.JSONDecodeError, AttributeError):
@@ -189,14 +191,14 @@ def checkpoint_steps(run: str | Path) -> list[int]:
 
 def load_checkpoint_weights(pipe: Any, run: str | Path, step: int, weights: str = "ema") -> None:
     """Swap the weights of a loaded pipeline for those of ``RUN/checkpoints/step-N`` (EMA or raw)."""
-    from miro_core.run_folder import load_weights
+    from miro_core.run_folder import load_model_weights
 
     name = "model_ema.safetensors" if weights == "ema" else "model.safetensors"
     path = Path(run) / "checkpoints" / f"step-{step:08d}" / name
     if not path.exists():
         available = ", ".join(str(s) for s in checkpoint_steps(run)) or "none"
         raise ConfigError(f"{run} has no checkpoint at step {step} ({path} is missing); checkpoints: {available}")
-    pipe.model.load_state_dict(load_weights(path))
+    load_model_weights(pipe.model, path)
     pipe.step = step
 
 
@@ -256,10 +258,25 @@ def generate_images(
 
 # -- image folders ------------------------------------------------------------------------------------------
 def _open_rgb(path: Path) -> Any:
-    from PIL import Image
+    """The image at ``path`` in 8-bit RGB: decoded with the framework's pixel cap and converted with its one
+    conversion (16-bit and float rescaled, transparency on white); an unusable file is a DataError naming it."""
+    from miro_core.data.decode import decode_image
+    from miro_core.image_modes import to_rgb8
 
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    if not path.is_file():
+        raise DataError(f"{path} is not an image file")
+    image, reason = decode_image(path.read_bytes())
+    if image is None:
+        reason = str(reason).replace(" (--max-pixels)", "")  # an annotation option; eval decodes with the default cap
+        raise DataError(f"{path}: {reason}; remove or replace the file (or leave it out of captions.jsonl)")
+    return to_rgb8(image)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
 
 
 def read_image_folder(folder: str | Path) -> EvalImages:
@@ -283,7 +300,7 @@ def read_image_folder(folder: str | Path) -> EvalImages:
     jsonl, txt = folder / "captions.jsonl", folder / "prompts.txt"
     entries: list[tuple[str, str, str | None, int | None, int | None]] = []
     if jsonl.exists():
-        for number, line in enumerate(jsonl.read_text().splitlines(), start=1):
+        for number, line in enumerate(_read_text(jsonl).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -294,11 +311,11 @@ def read_image_folder(folder: str | Path) -> EvalImages:
             text = entry.get("prompt", entry.get("caption")) if isinstance(entry, dict) else None
             if not isinstance(name, str) or not isinstance(text, str):
                 raise DataError(f"{jsonl}:{number} needs 'file' and 'prompt' strings")
-            if not (folder / name).exists():
-                raise DataError(f"{jsonl}:{number} names {name}, which is not in {folder}")
+            if not (folder / name).is_file():
+                raise DataError(f"{jsonl}:{number} names {name}, which is not a file in {folder}")
             entries.append((name, text, entry.get("category"), entry.get("prompt_index"), entry.get("sample")))
     elif txt.exists():
-        lines = [line.strip() for line in txt.read_text().splitlines() if line.strip()]
+        lines = [line.strip() for line in _read_text(txt).splitlines() if line.strip()]
         matches = [_SAMPLE_NAME.match(p.name) for p in pngs]
         if all(matches):
             for path, match in zip(pngs, matches):
@@ -369,12 +386,21 @@ def _finite_or_nan(value: Any) -> float:
     return number if math.isfinite(number) else float("nan")
 
 
-def _score_all(reward: Any, name: str, images: Sequence[Any], captions: Sequence[str], batch_size: int) -> np.ndarray:
+def _score_all(
+    reward: Any, name: str, images: Sequence[Any], captions: Sequence[str], batch_size: int,
+    warn: Callable[[str], None] | None = None,
+) -> np.ndarray:
+    """One reward's scores; it sees read-only views of the images, so it cannot change what the next reward
+    (or the compositional judge) sees, and trying is reported through ``warn``."""
+    from miro_core.reward_contract import read_only_views, was_modified
+
     values: list[float] = []
+    modified = False
     for start in range(0, len(images), batch_size):
-        batch_images = list(images[start : start + batch_size])
+        batch_images = read_only_views(images[start : start + batch_size])
         batch_captions = list(captions[start : start + batch_size])
         result = reward.score(batch_images, batch_captions)
+        modified = modified or was_modified(batch_images)
         if isinstance(result, (str, bytes)) or not hasattr(result, "__len__"):
             raise DataError(f"reward {name} returned {type(result).__name__} {result!r}, not one score per image "
                             "(a plugin bug: see miro_core.conformance.check_reward)")
@@ -382,6 +408,9 @@ def _score_all(reward: Any, name: str, images: Sequence[Any], captions: Sequence
             raise DataError(f"reward {name} returned {len(result)} scores for {len(batch_images)} images "
                             "(a plugin bug: see miro_core.conformance.check_reward)")
         values += [_finite_or_nan(v) for v in result]
+    if modified and warn is not None:
+        warn(f"reward {name} modified the images it was given; it got read-only views, so no other reward saw "
+             "the change, but rewards must not modify their inputs")
     return np.asarray(values, dtype=np.float64)
 
 
@@ -404,7 +433,7 @@ def score_rewards(
 
 def score_choice(
     registry: Any, choice: RewardChoice, images: Sequence[Any], captions: Sequence[str], batch_size: int = 256,
-    device: str = "cpu",
+    device: str = "cpu", warn: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Score with the rewards of ``choice`` that load; the others go to ``choice.unavailable`` with the reason.
 
@@ -424,10 +453,12 @@ def score_choice(
             if reward is None:
                 choice.unavailable[name] = why or "cannot load"
                 continue
-        choice.provenance[name] = provenance.of_instance(registry, "rewards", reward) or provenance.component(
-            registry, "rewards", name)
+        choice.provenance[name] = {
+            **(provenance.of_instance(registry, "rewards", reward) or provenance.component(registry, "rewards", name)),
+            "options": reward.options.model_dump(mode="json"),  # the resolved options that measured the images
+        }
         try:
-            scores[name] = _score_all(reward, name, images, captions, batch_size)
+            scores[name] = _score_all(reward, name, images, captions, batch_size, warn)
         finally:
             reward.unload()
     return scores
@@ -671,14 +702,23 @@ def _check(cfg: EvalConfig, run_source: bool) -> None:
 
 
 def _reward_choice(cfg: EvalConfig, registry: Any, run_config: Any) -> RewardChoice:
-    """The rewards to measure with: the requested ones, else the run's own (see run_rewards)."""
+    """The rewards to measure with: the requested ones, else the run's own (see run_rewards).
+
+    ``--best-by`` is checked against the planned rewards here, before any image is generated or read.
+    """
     from miro_core.run_rewards import run_rewards
 
     if cfg.rewards is not None:
         for name in cfg.rewards:
             registry.rewards.get(name)  # an unknown (or ambiguous) reward fails before any image is generated
         return RewardChoice(list(cfg.rewards), origin="requested")
-    return run_rewards(run_config)
+    choice = run_rewards(run_config)
+    if cfg.best_of is not None and cfg.best_by is not None and choice.names and cfg.best_by not in choice.names:
+        raise ConfigError(
+            f"--best-by {cfg.best_by} is not one of the run's rewards ({', '.join(choice.names)}); "
+            "pick one of them or give --rewards"
+        )
+    return choice
 
 
 def _prepare_output(out: Path) -> None:
@@ -711,7 +751,7 @@ def run_eval(cfg: EvalConfig, registry: Any, log: Callable[[str], None] = print)
         registry.samplers.get(cfg.sampler)
         settings = resolve_settings(
             pipe, strategy=strategy, strategy_options=cfg.strategy_options, guidance=cfg.guidance,
-            reward_targets=cfg.reward_targets, negative_reward_targets=cfg.negative_reward_targets,
+            reward_targets=cfg.reward_targets, negative_reward_targets=cfg.negative_reward_targets, steps=cfg.steps,
         )
         prompts, categories, prompt_set = resolve_prompt_set(cfg)
         _prepare_output(out)
@@ -749,10 +789,15 @@ def run_eval(cfg: EvalConfig, registry: Any, log: Callable[[str], None] = print)
         log(f"read {len(data)} images of {len(set(data.prompt_index))} prompts from {cfg.source}")
     t0 = time.perf_counter()
     batch = max(cfg.batch_size, 64)
-    scores = score_choice(registry, choice, data.images, data.prompts, batch_size=batch, device=cfg.device)
+    def warn(message: str) -> None:
+        log(f"warning: {message}")
+
+    scores = score_choice(registry, choice, data.images, data.prompts, batch_size=batch, device=cfg.device,
+                          warn=warn)
     if not scores and choice.origin == "run":
         choice = fallback(choice, registry)
-        scores = score_choice(registry, choice, data.images, data.prompts, batch_size=batch, device=cfg.device)
+        scores = score_choice(registry, choice, data.images, data.prompts, batch_size=batch, device=cfg.device,
+                              warn=warn)
     log(choice.describe(list(scores)))
     seconds["score"] = time.perf_counter() - t0
     resolved["rewards"] = list(scores)

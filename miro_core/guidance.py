@@ -7,8 +7,11 @@ same batched forward pass, then combines them as ``v = (1 + w) v(x, c, s+) - w v
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
 
 from miro_core.component import Component, ComponentOptions
 from miro_core.errors import ConfigError
@@ -20,10 +23,20 @@ class GuidanceOptions(ComponentOptions):
     #: ``constant`` keeps ``w``; ``linear`` ramps it as ``2 w (step / steps)``.
     schedule: Literal["constant", "linear"] = "constant"
     #: Guidance is applied only for steps in ``[interval_start, interval_end)`` as fractions of the run.
-    interval_start: float = 0.0
-    interval_end: float = 1.0
+    interval_start: float = Field(0.0, ge=0.0, le=1.0)
+    interval_end: float = Field(1.0, ge=0.0, le=1.0)
     #: Text of the negative branch: ``empty`` (released code) or ``same`` (the project page).
     negative_text: Literal["empty", "same"] = "empty"
+
+    @model_validator(mode="after")
+    def _interval_is_not_empty(self) -> GuidanceOptions:
+        # An empty interval would switch guidance off without a word; say so instead.
+        if self.interval_start >= self.interval_end:
+            raise ValueError(
+                f"interval_start ({self.interval_start}) must be below interval_end ({self.interval_end}); "
+                "for no guidance use the strategy `none`"
+            )
+        return self
 
 
 class GuidanceStrategy(Component):
@@ -59,12 +72,18 @@ class GuidanceStrategy(Component):
         return (1.0 + weight) * v_positive - weight * v_negative
 
 
-def check_reward_keys(given: Mapping[str, float], reward_keys: Sequence[str], what: str) -> None:
-    """Reject targets for keys the model was not trained on, and values outside [0, 1]."""
+def check_reward_keys(
+    given: Mapping[str, float], reward_keys: Sequence[str], what: str, bounded: bool = True
+) -> None:
+    """Reject targets for keys the model was not trained on, and values outside [0, 1] (with ``bounded``;
+    without it, only values that are not finite numbers: released checkpoints take any level, as miro-t2i)."""
     unknown = sorted(set(given) - set(reward_keys))
     if unknown:
         trained = ", ".join(reward_keys) or "none (the run was trained without rewards)"
         raise ConfigError(f"unknown reward key(s) in {what}: {', '.join(unknown)}; this run knows: {trained}")
     for key, value in given.items():
-        if not 0.0 <= float(value) <= 1.0:
+        level = float(value)
+        if bounded and not 0.0 <= level <= 1.0:
             raise ConfigError(f"{what} {key}={value} is outside [0, 1]")
+        if not math.isfinite(level):
+            raise ConfigError(f"{what} {key}={value} is not a finite number")

@@ -2,8 +2,9 @@
 
 It does the parts every such plugin needs the same way: find the folders (local folder or local HF cache,
 never a download), check that weights and a tokenizer vocabulary are there, load both, refuse a tokenizer
-that came back empty, and encode captions in batches with padding zeroed. A plugin names its model class
-and its error message; it overrides ``check_model`` and ``token_states`` when its model needs more.
+that came back empty, and encode captions in batches with padding zeroed (unless ``zero_padding`` is off).
+A plugin names its model class and its error message; it overrides ``check_model`` and ``token_states`` when
+its model needs more.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class LocalTextEncoderOptions(TextEncoderOptions):
     tokenizer_subfolder: str | None = None
     #: Captions per forward pass in ``encode``.
     batch_size: int = Field(64, ge=1)
+    #: Zero the states of padding positions (they stay False in the mask either way). False keeps the model's
+    #: own states there, as miro-t2i does: a released network that concatenates its conditioning tokens to
+    #: its latents (``concat_cond_token_to_latents``) reads every text position, masked or not.
+    zero_padding: bool = True
 
 
 class LocalTextEncoder(TextEncoder):
@@ -141,7 +146,8 @@ class LocalTextEncoder(TextEncoder):
             mask = batch["attention_mask"].to(device)
             with torch.no_grad():
                 states = self.token_states(batch["input_ids"].to(device), mask)
-            all_tokens.append((states.float() * mask[..., None]).cpu())
+            states = states.float()
+            all_tokens.append((states * mask[..., None] if self.options.zero_padding else states).cpu())
             all_masks.append(mask.bool().cpu())
         if not all_tokens:
             empty = torch.zeros(0, self.options.max_length, self.dim)

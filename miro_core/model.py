@@ -135,9 +135,11 @@ class ReleasedConditionMixer(nn.Module):
     ) -> Conditioning:
         b = text_tokens.shape[0]
         text = self.text_proj(text_tokens.float())
-        parts = [self.registers[None].expand(b, -1, -1).to(text.dtype), text]
+        parts = [self.registers[None].expand(b, -1, -1), text]
         if reward_tokens is not None:
-            parts.insert(0, reward_tokens.to(text.dtype))
+            parts.insert(0, reward_tokens)
+        # Concatenated with type promotion, as released: under autocast the bf16 text and reward tokens join the
+        # float32 registers (and positions) in float32, not the other way round.
         tokens = torch.cat(parts, dim=1)
         always = torch.ones(b, tokens.shape[1] - text.shape[1], dtype=torch.bool, device=text.device)
         mask = torch.cat([always, text_mask.bool()], dim=1)
@@ -240,7 +242,11 @@ class MiroModel(nn.Module):
             v, state = self.network(x, t, cond, state)
         else:
             v, state = self.network(x, t, cond), None
-        if self.output_scale != 1.0:
+        if self.spec.design == "released":
+            # As released, F(x) times a float32 c_out tensor (ones without preconditioning): the velocity, and the
+            # guidance arithmetic on it, are float32 even when the network ran under autocast.
+            v = v.float() * self.output_scale
+        elif self.output_scale != 1.0:
             v = v * self.output_scale
         return v, state
 

@@ -25,6 +25,7 @@ from PIL.Image import Image
 
 from miro_core.errors import ConfigError, DataError
 from miro_core.guidance import check_reward_keys
+from miro_core.guidance_contract import checked_negative_targets
 from miro_core.sampling import Branch, guided_sample
 
 OUTPUT_TYPES = ("pil", "pt", "np", "numpy", "latent")
@@ -65,6 +66,8 @@ def _is_run_folder(folder: Path) -> bool:
     config = folder / "config.json"
     if not config.is_file():
         return False
+    if (folder / "latest.json").is_file() or (folder / "checkpoints").is_dir():
+        return True  # a run folder, even with a damaged config.json (reading it then says so)
     try:
         data = json.loads(config.read_text())
     except (OSError, ValueError):
@@ -123,8 +126,9 @@ class MiroPipeline:
 
         ``autoencoder_options`` override the decoder's options, e.g. ``{"checkpoint": "/models/sdxl-vae"}``
         when the SDXL VAE is a local folder rather than in the Hugging Face cache. ``cache_dir`` and
-        ``revision`` pick the Hugging Face cache and snapshot. ``torch_dtype`` as in miro-t2i: bfloat16 or
-        float16 run the network under that autocast (weights stay float32), float32 or None change nothing.
+        ``revision`` pick the Hugging Face cache and snapshot. ``torch_dtype``: bfloat16 or float16 run the
+        network under that autocast with float32 weights (miro-t2i instead casts its weights to it and still
+        autocasts in bf16 on CUDA), float32 or None change nothing.
         """
         if torch_dtype is not None and torch_dtype != torch.float32:
             names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -155,7 +159,7 @@ class MiroPipeline:
     @classmethod
     def _from_run_folder(cls, run: Path, device: str, weights: str, registry: Any, autocast: str) -> MiroPipeline:
         from miro_core.model import ModelSpec, build_model
-        from miro_core.run_folder import latest_checkpoint, load_negative_text, load_weights, read_run_config
+        from miro_core.run_folder import latest_checkpoint, load_model_weights, load_negative_text, read_run_config
 
         config = read_run_config(run)
         checkpoint = latest_checkpoint(run)
@@ -164,7 +168,7 @@ class MiroPipeline:
         spec = ModelSpec(**config["model"])
         model = build_model(spec, registry)
         name = "model_ema.safetensors" if weights == "ema" else "model.safetensors"
-        model.load_state_dict(load_weights(checkpoint / name))
+        load_model_weights(model, checkpoint / name)
         pipe = cls(model, config, registry, device, load_negative_text(run, config), autocast)
         pipe.run_dir = run
         pipe.step = int(checkpoint.name.removeprefix("step-"))
@@ -260,16 +264,27 @@ class MiroPipeline:
         reward_targets: Mapping[str, float] | None,
         negative_reward_targets: Mapping[str, float] | None,
         strategy: Any,
+        names: tuple[str, str] = ("reward_targets", "negative_reward_targets"),
     ) -> tuple[dict[str, float], dict[str, float]]:
-        """Defaults s+ = 1 and s- = 0 for every reward (MIRO-NOTES section 6), overridden per key."""
+        """Defaults s+ = 1 and s- = 0 for every reward (MIRO-NOTES section 6), overridden per key.
+
+        Levels of this project's runs lie in [0, 1] (their bins); a released checkpoint takes any finite level,
+        as miro-t2i does (its rewards are normalised to about [0, 1], and extrapolating is the user's call).
+        ``names`` are what errors call the two inputs (the CLI passes ``--reward``, ``--negative-reward``).
+        The strategy's negative targets are checked (:mod:`miro_core.guidance_contract`).
+        """
         keys = self.reward_keys
         given_pos = dict(reward_targets or {})
         given_neg = dict(negative_reward_targets or {})
-        check_reward_keys(given_pos, self.accepted_reward_keys, "reward_targets")
-        check_reward_keys(given_neg, self.accepted_reward_keys, "negative_reward_targets")
+        bounded = "imported_from" not in self.config
+        check_reward_keys(given_pos, self.accepted_reward_keys, names[0], bounded)
+        check_reward_keys(given_neg, self.accepted_reward_keys, names[1], bounded)
         positive = {k: float(given_pos.get(k, 1.0)) for k in keys}
         negative_defaults = {k: float(given_neg.get(k, 0.0)) for k in keys}
-        negative = strategy.negative_targets(keys, positive, negative_defaults)
+        negative = checked_negative_targets(
+            strategy, keys, strategy.negative_targets(keys, positive, negative_defaults),
+            bounded=bounded, registry=self.registry,
+        )
         return positive, negative
 
     def _given_text(self, embeds: Any, mask: Any, what: str, per_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:

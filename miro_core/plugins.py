@@ -243,7 +243,7 @@ class PluginLoader:
         for hook_name, classes in staged.items():
             table = self.registry.table(hook_name)
             for cls in classes:
-                table.add(cls, info.name, info.distribution, info.version)
+                table.add(cls, info.name, info.distribution, info.version, builtin=builtin)
             info.provides[HOOK_TABLES[hook_name][1]] = sorted(cls.name for cls in classes)
 
     def _collect(self, info: PluginInfo, module: Any) -> dict[str, list[type[Any]]]:

@@ -42,6 +42,8 @@ class Registration:
     plugin: str
     distribution: str = "?"
     distribution_version: str = "?"
+    #: Registered by the core itself (``MIRO_BLOCK_PLUGINS`` cannot block it).
+    builtin: bool = False
 
     def describe(self) -> str:
         return (
@@ -78,13 +80,16 @@ class ComponentTable(Generic[C]):
             )
         return cls
 
-    def add(self, cls: type[C], provider: str, distribution: str = "?", distribution_version: str = "?") -> None:
+    def add(
+        self, cls: type[C], provider: str, distribution: str = "?", distribution_version: str = "?",
+        builtin: bool = False,
+    ) -> None:
         """Register ``cls``; a name another plugin already has is kept beside it, never replaced."""
         self.check(cls, provider)
         entries = self._entries.setdefault(cls.name, [])
         if any(entry.plugin == provider and entry.distribution == distribution for entry in entries):
             raise DuplicateNameError(f"plugin {provider!r} registers {self.kind} {cls.name!r} twice")
-        entries.append(Registration(cls, provider, distribution, distribution_version))
+        entries.append(Registration(cls, provider, distribution, distribution_version, builtin))
 
     # -- lookups ----------------------------------------------------------------------------------
     def registrations(self, name: str) -> list[Registration]:
@@ -119,10 +124,15 @@ class ComponentTable(Generic[C]):
         entries = self._entries[name]
         providers = " and ".join(e.describe() for e in entries)
         qualified = " or ".join(f"{self.qualified_name(e)!r}" for e in entries)
-        block = " or ".join(f"MIRO_BLOCK_PLUGINS={self.qualified_name(e).rpartition(QUALIFIER)[0]}" for e in entries)
+        blockable = [e for e in entries if not e.builtin]  # built-ins always load
+        block = " or ".join(f"MIRO_BLOCK_PLUGINS={self.qualified_name(e).rpartition(QUALIFIER)[0]}" for e in blockable)
+        if len(blockable) == len(entries):
+            way_out = f"block the other ({block}), or uninstall one"
+        else:
+            way_out = f"block or uninstall the plugin ({block}; built-in components cannot be blocked)"
         return (
             f"{self.kind} name {name!r} is provided by more than one distribution: {providers}; "
-            f"pick one with a qualified name ({qualified}), or block the other ({block}), or uninstall one"
+            f"pick one with a qualified name ({qualified}), or {way_out}"
         )
 
     def qualified_name(self, entry: Registration) -> str:

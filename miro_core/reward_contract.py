@@ -14,9 +14,10 @@ per sample. The engine enforces it in two tiers:
 
 Inputs: every reward gets its own read-only views of the decoded images (:func:`read_only_views`).
 A view shares the pixels (no copy, so no cost), and Pillow copies the pixels before any in-place change
-to a read-only image (``paste``, ``putpixel``, ``ImageDraw``, ``thumbnail`` replace the view's own
-data), so one reward cannot change what the next one sees; :func:`was_modified` tells the engine a
-reward tried, so it can name it.
+to a read-only image (``paste``, ``putpixel``, ``putalpha``, ``ImageDraw``, ``thumbnail`` replace the
+view's own data). The in-place methods Pillow does not guard that way (``frombytes``, ``putpalette``,
+``apply_transparency``) are guarded on each view, so one reward cannot change what the next one sees;
+:func:`was_modified` tells the engine a reward tried, so it can name it.
 """
 
 from __future__ import annotations
@@ -125,12 +126,32 @@ def read_only_view(image: Any) -> Any:
         except Exception:  # noqa: BLE001 - an image Pillow cannot share: give a private copy instead
             return image.copy()
         view.readonly = 1
+        for method in UNGUARDED_METHODS:
+            _guard(view, method)
         return view
     if hasattr(image, "flags") and hasattr(image, "view"):  # a numpy array
         array = image.view()
         array.flags.writeable = False
         return array
     return image
+
+
+#: In-place ``PIL.Image.Image`` methods that write into the shared pixel store (or palette) of a read-only
+#: image without copying it first (Pillow 12): a view copies its pixels before calling them.
+UNGUARDED_METHODS = ("frombytes", "putpalette", "apply_transparency")
+
+
+def _guard(view: Any, method: str) -> None:
+    """Make ``view.method`` copy the shared pixels first (which also marks the view as modified)."""
+    original = getattr(view, method, None)
+    if original is None:
+        return
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        view._ensure_mutable()  # noqa: SLF001 - Pillow's own copy-on-write for read-only images
+        return original(*args, **kwargs)
+
+    setattr(view, method, guarded)  # an instance attribute: pickling an Image never includes it
 
 
 def read_only_views(images: Sequence[Any]) -> list[Any]:

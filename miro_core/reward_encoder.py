@@ -113,7 +113,11 @@ class ReleasedRewardEncoder(nn.Module):
         if levels.shape[1] != self.num_rewards:
             raise ValueError(f"expected {self.num_rewards} reward levels, got {levels.shape[1]}")
         present = self.keep_mask(levels, generator)
-        values = torch.nan_to_num(levels.float(), nan=0.0)
+        # As released, a level enters its embedder in the dtype the text projection outputs: rounded to the
+        # autocast dtype under autocast (bf16 on CUDA), and its features are standardised in that dtype.
+        device = levels.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.position.dtype
+        values = torch.nan_to_num(levels.float(), nan=0.0).to(dtype)
         embedded = torch.stack([embed(values[:, i]) for i, embed in enumerate(self.embedders)], dim=1)
         embedded = torch.where(present[..., None], embedded, torch.zeros_like(embedded))
-        return embedded + self.position[None].to(embedded.dtype), None
+        return embedded + self.position[None], None  # type promotion as released (float32 under autocast)

@@ -76,29 +76,80 @@ def latest_checkpoint(run: Path) -> Path | None:
     pointer = run / "latest.json"
     if not pointer.exists():
         return None
-    path = run / json.loads(pointer.read_text())["path"]
+    try:
+        target = json.loads(pointer.read_text())["path"]
+        if not isinstance(target, str):
+            raise TypeError("'path' is not text")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{pointer} is damaged ({type(err).__name__}: {err}); write it again as "
+            '{"step": N, "path": "checkpoints/step-0000000N"} naming an intact checkpoint of the run'
+        ) from None
+    path = run / target
     if not (path / "trainer_state.json").exists():
         raise DataError(f"{pointer} points to {path}, which is incomplete; delete latest.json to start over")
     return path
 
 
+_DAMAGED = (
+    "the checkpoint is damaged: use another checkpoint of the run (point latest.json at an intact "
+    "checkpoints/step-N, or `miro eval --step N`), or train again"
+)
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged file or one holding NaN or infinity is a DataError naming it.
+
+    Non-finite weights are never a valid model (a diverged run or damaged bytes): sampling from them writes
+    blank images without any error, and fine-tuning from them reports a divergence far from the cause.
+    """
     from safetensors.torch import load_file
 
     if not path.exists():
         raise DataError(f"weights file {path} does not exist")
-    return load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors reports damage with its own exception types
+        raise DataError(f"weights file {path} cannot be read ({err}); {_DAMAGED}") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DataError(f"weights file {path} holds NaN or infinite values in {name}; {_DAMAGED}")
+    return tensors
 
 
 def load_optimizer_state(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"optimizer state {path} does not exist; {_DAMAGED}") from None
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file
+        raise DataError(f"optimizer state {path} cannot be read ({type(err).__name__}: {err}); {_DAMAGED}") from None
+
+
+def load_model_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a checkpoint's weights into ``model``; tensors that do not fit its network are a DataError naming the
+    file (a checkpoint of another run, or a config.json edited since the checkpoint was written)."""
+    try:
+        model.load_state_dict(load_weights(path))
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())
+        raise DataError(
+            f"weights file {path} does not fit the network its run's config.json describes ({detail[:300]}); "
+            "use the checkpoint with the config.json it was trained with"
+        ) from None
 
 
 def read_run_config(run: Path) -> dict[str, Any]:
     config = run / "config.json"
     if not config.exists():
         raise DataError(f"{run} is not a miro run folder (no config.json); train one with `miro train`")
-    return json.loads(config.read_text())
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{config} is damaged ({err}); restore it from a copy, or train the run again") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{config} is damaged (not a JSON object); restore it from a copy, or train the run again")
+    return data
 
 
 NEGATIVE_TEXT_FILE = "uncond_embedding.npy"

@@ -99,6 +99,8 @@ def folder_run_config(folder: str | Path) -> dict[str, Any] | None:
             record = json.loads(candidate.read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(record, dict):
+            continue
         run = record.get("run") or (record.get("source") if record.get("source_kind") == "run" else None)
         if run:
             try:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from miro_core.guidance import GuidanceStrategy
+from miro_core.guidance_contract import checked_weight, checked_weights
 from miro_core.sampler import Sampler
 
 
@@ -81,12 +82,14 @@ def guided_sample(
         _cat_levels(positive.levels, negative.levels),
     )
     n = noise.shape[0]
+    # every step's weight, checked before the first model evaluation (a plugin's NaN would give black images)
+    weights = checked_weights(strategy, num_steps)
 
     def velocity(
         x: torch.Tensor, t: float, step: int, states: BranchStates | None
     ) -> tuple[torch.Tensor, BranchStates]:
         states = states or BranchStates()
-        weight = strategy.scale_at(step, num_steps)
+        weight = weights[step] if 0 <= step < num_steps else checked_weight(strategy, step, num_steps)
         if weight == 0.0:
             times = torch.full((n,), t, device=x.device)
             v, state = evaluate(model, x, times, positive, states.positive)

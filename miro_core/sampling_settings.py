@@ -89,13 +89,24 @@ def resolve_settings(
     negative_reward_targets: Mapping[str, float] | None,
     guidance_option: str = "--guidance",
     strategy_option: str = "--strategy-option",
+    reward_option: str = "--reward",
+    negative_reward_option: str = "--negative-reward",
+    steps: int | None = None,
 ) -> SamplingSettings:
     """Check everything before sampling: the strategy exists and accepts its options, the targets name the
-    run's rewards, and the weight is given consistently. Returns what the strategy will actually use."""
+    run's rewards, the weight is given consistently, and the strategy keeps its contract (negative targets
+    for exactly the run's rewards; a finite weight at each of ``steps``). Returns what the strategy will
+    actually use."""
+    from miro_core.guidance_contract import checked_weights
+
     default = float(pipe.config.get("guidance_scale", 7.0))
     scale, options = resolve_guidance(
         guidance, strategy_options, default, guidance_option=guidance_option, strategy_option=strategy_option
     )
     guide = pipe.registry.guidance.create(strategy, {"scale": scale, **options})
-    positive, negative = pipe.resolve_targets(reward_targets, negative_reward_targets, guide)
+    positive, negative = pipe.resolve_targets(
+        reward_targets, negative_reward_targets, guide, names=(reward_option, negative_reward_option)
+    )
+    if steps is not None:
+        checked_weights(guide, steps, pipe.registry)
     return SamplingSettings(strategy, options, scale, dict(positive), dict(negative))

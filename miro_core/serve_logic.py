@@ -383,11 +383,16 @@ class Scorer:
         A reward that fails, or returns something other than one finite number per image, gives NaN for the
         batch (logged on the server's console); the page shows "n/a".
         """
+        from miro_core.reward_contract import read_only_views, was_modified
+
         per_image: list[dict[str, float]] = [{} for _ in images]
         captions = [prompt] * len(images)
         for name, reward in self.rewards.items():
             try:
-                result = reward.score(list(images), captions)
+                views = read_only_views(images)  # a reward cannot change what the next one (or the grid) sees
+                result = reward.score(views, captions)
+                if was_modified(views):
+                    log.warning("reward %s modified the images it was given (it got read-only views)", name)
                 if isinstance(result, (str, bytes)) or len(result) != len(images):
                     raise ValueError(f"returned {result!r} for {len(images)} images")
                 values = [_finite_or_nan(v) for v in result]
@@ -504,6 +509,8 @@ class ServeSession:
         slider_values: Sequence[Any],
     ) -> SampleRequest:
         """Check every widget value; raise RequestError with a message for the page."""
+        from miro_core.guidance_contract import checked_weights
+
         text = (prompt or "").strip() if isinstance(prompt, str) or prompt is None else None
         if text is None:
             raise RequestError("the prompt must be text")
@@ -533,6 +540,7 @@ class ServeSession:
             guide = self.pipe.registry.guidance.create(strategy, {"scale": scale, **options})
             for setting in settings:
                 self.pipe.resolve_targets(setting.targets, setting.negative_targets, guide)
+            checked_weights(guide, step_count, self.pipe.registry)
         except MiroError as err:
             raise RequestError(f"strategy {strategy}: {err}") from None
         return SampleRequest(text, n, step_count, sampler, scale, strategy, options, seed_value, settings)

@@ -6,6 +6,8 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+from pydantic import Field
+
 from miro_core.component import Component, ComponentOptions
 
 if TYPE_CHECKING:
@@ -16,7 +18,7 @@ class TextEncoderOptions(ComponentOptions):
     #: Local folder of the weights and tokenizer, or a Hugging Face repo id resolved in the local cache only.
     checkpoint: str | None = None
     #: Tokens per caption after padding/truncation.
-    max_length: int = 32
+    max_length: int = Field(32, ge=1, le=65536)
 
 
 class TextEncoder(Component):

@@ -36,22 +36,22 @@ class TrainConfig(BaseModel):
     backbone_options: dict[str, Any] = {}
     text_encoder: str = "minilm"
     text_encoder_options: dict[str, Any] = {}
-    image_size: int = Field(32, ge=1)
+    image_size: int = Field(32, ge=1, le=16384)
     # model input: "pixels", or latents of an autoencoder plugin (see `miro encode`); with records as
     # `data` these, the image size and the text encoder are the records' own
     autoencoder: str = "pixels"
     autoencoder_options: dict[str, Any] = {}
     # data loading (records are read in DataLoader worker processes)
-    data_workers: int = Field(2, ge=0)
-    prefetch_batches: int = Field(4, ge=1)
+    data_workers: int = Field(2, ge=0, le=256)
+    prefetch_batches: int = Field(4, ge=1, le=1024)
     #: Shards whose samples are shuffled together (see miro_core.records.order).
     shuffle_block_shards: int = Field(64, ge=1)
     # conditioning (MIRO-NOTES section 4)
-    cond_dim: int = Field(128, ge=1)
+    cond_dim: int = Field(128, ge=1, le=65536)
     cond_heads: int = Field(4, ge=1)
     mixer_layers: int = Field(2, ge=0)
     registers: int = Field(16, ge=0)
-    fourier_channels: int = Field(256, ge=2)
+    fourier_channels: int = Field(256, ge=2, le=65536, multiple_of=2)
     missing_reward: Literal["zero", "learned"] = "zero"
     reward_dropout: float = Field(0.0, ge=0.0, le=1.0)
     text_dropout: float = Field(0.0, ge=0.0, le=1.0)
@@ -76,13 +76,13 @@ class TrainConfig(BaseModel):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     grad_clip: float = Field(2.0, ge=0.0)
     ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
-    batch_size: int = Field(64, ge=1)
-    grad_accumulation: int = Field(1, ge=1)
+    batch_size: int = Field(64, ge=1, le=2**20)
+    grad_accumulation: int = Field(1, ge=1, le=2**20)
     # "auto": bf16 where the device runs it natively (see miro_core.low_precision), else float32
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1000, ge=1, le=10**12)
     max_seconds: float | None = Field(None, gt=0.0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     device: Literal["auto", "cpu"] = "auto"
     # speed on an accelerator (docs/training.md, "Fast training")
     tf32: bool = True
@@ -186,16 +186,33 @@ def allow_new_precision(mixed_precision: str) -> None:
         AcceleratorState._reset_state()
 
 
-def resolve_reward_keys(cfg: TrainConfig, registry: Any) -> tuple[list[str], Any]:
+def default_bins_paths(cfg: TrainConfig, records: Any = None) -> list[str]:
+    """Where a run looks for bins without ``bins``: ``DATA/bins.json``, then ``bins.json`` of the annotation
+    folder the records were encoded from (``source`` in ``records.json``), where ``miro bins fit ANN --out
+    ANN/bins.json`` puts them."""
+    from miro_core.data.atomic import join
+    from miro_core.encode import absolute_url
+
+    candidates = [join(cfg.data, "bins.json")]
+    source = (getattr(records, "source", "") or "").rstrip("/")
+    if source and not source.endswith((".tar", ".parquet")) and source != absolute_url(cfg.data.rstrip("/")):
+        candidates.append(join(source, "bins.json"))
+    return candidates
+
+
+def resolve_reward_keys(cfg: TrainConfig, registry: Any, records: Any = None) -> tuple[list[str], Any]:
     """Which rewards to condition on, and the bins that turn scores into levels."""
     if cfg.no_rewards:
         return [], None
     from miro_core.bins import BinsFile
-    from miro_core.data.atomic import exists, join
+    from miro_core.data.atomic import exists
 
-    bins_path = cfg.bins or join(cfg.data, "bins.json")
-    if not exists(bins_path):
-        raise ConfigError(f"no bins file at {bins_path}; pass --bins BINS.json (from `miro bins fit`) or --no-rewards")
+    candidates = [cfg.bins] if cfg.bins else default_bins_paths(cfg, records)
+    bins_path = next((path for path in candidates if exists(path)), None)
+    if bins_path is None:
+        raise ConfigError(
+            f"no bins file at {' or '.join(candidates)}; pass --bins BINS.json (from `miro bins fit`) or --no-rewards"
+        )
     bins = BinsFile.load(bins_path, registry)
     keys = cfg.rewards or bins.reward_keys
     unknown = [k for k in keys if k not in bins.reward_keys]
@@ -204,10 +221,12 @@ def resolve_reward_keys(cfg: TrainConfig, registry: Any) -> tuple[list[str], Any
     return list(keys), bins
 
 
-def adopt_records_settings(cfg: TrainConfig, info: Any) -> TrainConfig:
+def adopt_records_settings(cfg: TrainConfig, info: Any, registry: Any = None) -> TrainConfig:
     """``cfg`` with the records' autoencoder, image size and text encoder; options set explicitly
-    (in the YAML file or on the command line) that contradict the records are refused."""
-    from miro_core.encode import absolute_paths
+    (in the YAML file or on the command line) that contradict the records are refused. Options are
+    compared as the component runs with them (defaults filled in, local paths absolute), so a config that
+    spells out a default, or names a folder by another relative path, is not refused."""
+    from miro_core.encode import effective_options
 
     recorded = {
         "autoencoder": info.autoencoder["name"],
@@ -217,11 +236,12 @@ def adopt_records_settings(cfg: TrainConfig, info: Any) -> TrainConfig:
     explicit = cfg.model_fields_set
     conflicts = [f"{k}={getattr(cfg, k)} (records: {v})" for k, v in recorded.items()
                  if k in explicit and getattr(cfg, k) != v]
-    for key, stored in (("autoencoder_options", info.autoencoder["options"]),
-                        ("text_encoder_options", info.text_encoder["options"])):
-        asked = absolute_paths(getattr(cfg, key))
-        conflicts += [f"{key}.{k}={v} (records: {stored.get(k)})" for k, v in asked.items()
-                      if k != "statistics" and str(stored.get(k)) != str(v)]
+    for key, table, stored in (("autoencoder_options", "autoencoders", info.autoencoder),
+                               ("text_encoder_options", "text_encoders", info.text_encoder)):
+        have = effective_options(registry, table, stored["name"], stored["options"])
+        want = effective_options(registry, table, stored["name"], getattr(cfg, key))
+        conflicts += [f"{key}.{k}={v} (records: {have.get(k)})" for k, v in getattr(cfg, key).items()
+                      if k != "statistics" and want.get(k) != have.get(k)]
     if conflicts:
         raise DataError(
             f"the records at {info.url} were encoded with other settings: {'; '.join(conflicts)}. Drop these "
@@ -323,7 +343,7 @@ class Trainer:
                     encode, self.registry, progress=self.show_progress and accelerator.is_main_process
                 )
         info = read_records(url)
-        self.cfg = adopt_records_settings(cfg, info)
+        self.cfg = adopt_records_settings(cfg, info, self.registry)
         return info
 
     def _model_spec(self, info: Any, reward_keys: list[str]) -> Any:
@@ -378,7 +398,7 @@ class Trainer:
         if accelerator.is_main_process:
             self._check_run_folder(resume)
         accelerator.wait_for_everyone()
-        reward_keys, bins = resolve_reward_keys(cfg, self.registry)
+        reward_keys, bins = resolve_reward_keys(cfg, self.registry, records)
         missing = [k for k in reward_keys if k not in records.score_keys]
         if missing:
             raise DataError(
@@ -522,7 +542,15 @@ class Trainer:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return 0, self.cfg.max_seconds is None
-        state = json.loads((path / "trainer_state.json").read_text())
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            raise DataError(
+                f"{path / 'trainer_state.json'} is damaged ({err}); point {self.run_dir / 'latest.json'} at an "
+                "intact earlier checkpoint of the run, or start a new run"
+            ) from None
         sharding.load_model_state(unwrapped, load_weights(path / "model.safetensors"))
         inner = getattr(optimizer, "optimizer", optimizer)
         sharding.load_optimizer_state(unwrapped, inner, load_optimizer_state(path / "optimizer.pt"))
@@ -532,7 +560,12 @@ class Trainer:
         ema.shadow_params = [sharding.like(p, ema_weights[n]) for n, p in named]
         ema.optimization_step = int(state["ema_step"])
         schedule.horizon = int(state["horizon"])
-        return int(state["step"]), bool(state["horizon_fixed"])
+        horizon_fixed = bool(state["horizon_fixed"])
+        if horizon_fixed and self.cfg.max_seconds is None:
+            # `--steps` may change on resume (RESUMABLE_CHANGES): a finished run asked for more steps continues,
+            # and its schedule follows the new length from here on.
+            schedule.horizon = self.cfg.steps
+        return int(state["step"]), horizon_fixed
 
     # -- loop -----------------------------------------------------------------------------------
     def _loop(self, model: Any, optimizer: Any, scheduler: Any, ema: Any, schedule: LRSchedule, step: int,
@@ -640,8 +673,11 @@ class Trainer:
                     if peak and self.flops_per_sample:
                         self.mfu = self.samples_per_second * self.flops_per_sample / (peak * world)
                         info += f" | MFU {100 * self.mfu:.1f}%"
+                    else:  # no device peak (a CPU without peak_tflops) or a backbone that cannot be counted
+                        info += " | MFU n/a"
                 progress.update(task, completed=step, info=info)
-                if writer is not None and (step % cfg.log_every == 0 or step == 1):
+                done = step >= schedule.horizon or step == stop_at_step
+                if writer is not None and (step % cfg.log_every == 0 or step == 1 or done):
                     writer.add_scalar("train/mse", mse_value, step)
                     writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                     writer.add_scalar("train/grad_norm", float(grad_norm), step)
@@ -651,7 +687,6 @@ class Trainer:
                         writer.add_scalar("train/samples_per_second", self.samples_per_second, step)
                     if self.mfu is not None:
                         writer.add_scalar("train/mfu", self.mfu, step)
-                done = step >= schedule.horizon or step == stop_at_step
                 if (cfg.save_every and step % cfg.save_every == 0) or done:
                     self._save(unwrapped, optimizer, scheduler, ema, schedule, step, horizon_fixed)
                 if cfg.sample_every and (step % cfg.sample_every == 0 or done) and accelerator.is_main_process:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MIRO_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# transformers copies remote model code into its module cache; a cache shared between test runs would replay an
+# earlier run's copy (with that run's temporary paths baked in), so every test process gets a fresh one.
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="miro-test-hf-modules-")
 
 SHAPES_REWARDS = ["shapes-alignment", "shapes-aesthetic", "shapes-sharpness"]
 

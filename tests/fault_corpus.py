@@ -198,3 +198,123 @@ def random_file(path: Path, size: int = 1000) -> Path:
 def scores_of(values: Sequence[object]) -> list[object]:
     """Reward outputs a misbehaving plugin might return for a batch of len(values)."""
     return list(values)
+
+
+# -- what a web crawl adds: compressed shards, odd members, odd names, odd captions ----------------------
+def compressed_shards(prefix: str = "z") -> dict[str, tuple[str, bytes]]:
+    """Shards as crawlers store them: gzip-compressed under ``.tar`` (the extension lies), ``.tar.gz`` and
+    ``.tgz``; file name -> (shard name, bytes). Each holds 3 good samples."""
+    import gzip
+
+    return {
+        f"{prefix}-gzip-named-tar.tar": (f"{prefix}-gzip-named-tar", gzip.compress(tar_bytes(good_members("a", 3)))),
+        f"{prefix}-targz.tar.gz": (f"{prefix}-targz", gzip.compress(tar_bytes(good_members("b", 3)))),
+        f"{prefix}-tgz.tgz": (f"{prefix}-tgz", gzip.compress(tar_bytes(good_members("c", 3)))),
+    }
+
+
+def special_members_shard() -> tuple[bytes, dict[str, str]]:
+    """Members that are not regular files, or that name no sample -> the reason fragment each must produce.
+
+    A directory entry is structure and is skipped; ``good`` is the one usable sample."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+
+        def add(name: str, payload: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+        def link(name: str, target: str, kind: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        add("good.png", png())
+        add("good.txt", CAPTION.encode())
+        link("symlink.png", "good.png", tarfile.SYMTYPE)
+        add("symlink.txt", CAPTION.encode())
+        link("hardlink.png", "good.png", tarfile.LNKTYPE)
+        add("hardlink.txt", CAPTION.encode())
+        add("fifo.png", png())
+        link("fifo.txt", "", tarfile.FIFOTYPE)
+        add("README", b"no extension")
+        add(".hidden.png", png())
+        add("a.b.png", png())  # the key is "a", the extension "b.png": webdataset's rule
+        add("a.b.txt", CAPTION.encode())
+        add("latin1.png", png())
+        add("latin1.txt", "caf\xe9 cr\xe8me".encode("latin-1"))
+    expected = {
+        "symlink": "symbolic link",
+        "hardlink": "hard link",
+        "fifo": "not a regular file",
+        "README": "has no extension",
+        ".hidden.png": "no key before its first dot",
+        "a": "a.b.png, a.b.txt have no image extension",
+        "latin1": "not valid UTF-8 (byte 0xe9 at position 3)",
+    }
+    return buffer.getvalue(), expected
+
+
+def edited_score_tables(folder: Path, columns: Sequence[str]) -> dict[str, Path]:
+    """Annotation folders whose second score table was edited by hand, each in its own way -> the folder.
+
+    ``columns`` are the reward columns of the tables; every folder gets two tables of 2 rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def table(shard: str, **change: object) -> pa.Table:
+        data: dict[str, object] = {"key": ["k0", "k1"], "shard": [shard] * 2, "caption": [CAPTION] * 2}
+        data.update({name: [0.25, 0.75] for name in columns})
+        data.update(change)
+        return pa.table({name: value for name, value in data.items() if value is not None})
+
+    cases = {
+        "truncated": None,
+        "missing_column": {columns[-1]: None},
+        "extra_column": {"bogus": [1.0, 2.0]},
+        "text_scores": {columns[0]: ["high", "low"]},
+        "no_key": {"key": None},
+    }
+    made: dict[str, Path] = {}
+    for name, change in cases.items():
+        scores = folder / name / "scores"
+        scores.mkdir(parents=True)
+        pq.write_table(table("s0"), scores / "s0.parquet")
+        if change is None:
+            pq.write_table(table("s1"), scores / "s1.parquet")
+            payload = (scores / "s1.parquet").read_bytes()
+            (scores / "s1.parquet").write_bytes(payload[: len(payload) // 2])
+        else:
+            pq.write_table(table("s1", **change), scores / "s1.parquet")
+        made[name] = folder / name
+    return made
+
+
+def damaged_bins(payload: dict, reward: str) -> dict[str, dict]:
+    """A valid bins file's JSON, damaged by hand in every way that would silently misplace levels."""
+    import copy
+
+    def changed(edit) -> dict:  # noqa: ANN001 - a small local callback
+        damaged = copy.deepcopy(payload)
+        edit(damaged["rewards"][reward])
+        return damaged
+
+    def set_edge(value: float):  # noqa: ANN202
+        return lambda state: state["edges"].__setitem__(1, value)
+
+    cases = {
+        "nan_edge": changed(set_edge(float("nan"))),
+        "inf_edge": changed(set_edge(float("inf"))),
+        "null_edge": changed(set_edge(None)),
+        "descending": changed(lambda state: state["edges"].reverse()),
+        "too_few_edges": changed(lambda state: state.__setitem__("edges", state["edges"][:1])),
+        "negative_bins": changed(lambda state: state.__setitem__("num_bins", -3)),
+    }
+    no_rewards = copy.deepcopy(payload)
+    no_rewards["rewards"] = {}
+    cases["no_rewards"] = no_rewards
+    return cases

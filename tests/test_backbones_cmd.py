@@ -100,7 +100,7 @@ def test_unknown_backbone_is_a_one_line_error(app):
     result = _run(app, "dit-huge")
     assert result.exit_code == 1 and "no size 'huge'" in result.output
     result = _run(app, "--image-size", "0")
-    assert result.exit_code == 1 and "must be positive" in result.output
+    assert result.exit_code == 2 and "--image-size" in result.output and "greater than or equal to 1" in result.output
 
 
 def test_cpu_flop_count_equals_meta_count():

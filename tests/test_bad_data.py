@@ -28,6 +28,7 @@ from miro_core.annotate import AnnotateConfig, Annotator
 from miro_core.annotation.config import EXIT_DATA_SKIPPED, EXIT_ERROR, EXIT_OK
 from miro_core.errors import ConfigError, DataError, OutputLockedError, RewardContractError, StorageError
 from miro_core.image_modes import to_rgb8
+from miro_core.records.layout import read_records
 from miro_core.rewards import RewardModel
 
 from . import fault_corpus as fc
@@ -62,6 +63,7 @@ class Mutator(RewardModel):
         from PIL import ImageDraw
 
         for i, image in enumerate(images):
+            image.frombytes(bytes(len(image.tobytes())))  # Pillow does not guard this one for read-only images
             ImageDraw.Draw(image).rectangle((0, 0, image.width, image.height), fill=(0, 0, 255))
             image.putpixel((0, 0), (0, 255, 0))
             image.paste((0, 0, 0), (0, 0, 4, 4))
@@ -320,6 +322,60 @@ def test_rewards_cannot_corrupt_each_others_inputs(tmp_path: Path):
     assert any("'mutator'" in w for w in after.summary["warnings"])
 
 
+def test_read_only_views_guard_every_in_place_write():
+    """frombytes, putpalette and apply_transparency write into the shared pixels of a read-only image in
+    Pillow 12; a view copies first, so the original is untouched and the view reports the change."""
+    from miro_core.reward_contract import read_only_view, was_modified
+
+    rgb = Image.new("RGB", (4, 4), (200, 10, 10))
+    view = read_only_view(rgb)
+    view.frombytes(bytes(48))
+    assert rgb.getpixel((0, 0)) == (200, 10, 10) and view.getpixel((0, 0)) == (0, 0, 0) and was_modified([view])
+    palette = Image.new("P", (4, 4))
+    palette.putpalette([9, 8, 7] * 256)
+    palette.info["transparency"] = 0
+    for change in (lambda v: v.putpalette([255, 0, 0] * 256), lambda v: (v.apply_transparency(), v.load())):
+        view = read_only_view(palette)
+        change(view)
+        assert palette.convert("RGB").getpixel((0, 0)) == (9, 8, 7) and was_modified([view])
+    untouched = read_only_view(rgb)
+    assert not was_modified([untouched]) and untouched.getpixel((0, 0)) == (200, 10, 10)
+
+
+def _mutator_and_reader_registry():
+    import types
+
+    from miro_core.hookspecs import hookimpl
+    from miro_core.plugins import build_registry
+
+    def register_rewards(register):
+        register(Mutator)
+        register(MeanRed)
+
+    module = types.ModuleType("mutating_plugin")
+    module.MIRO_API = ">=1,<2"
+    module.register_rewards = hookimpl(register_rewards)
+    return build_registry(load_entry_points=False, extra_plugins=[("mutating", module)])
+
+
+def test_eval_and_serve_rewards_cannot_corrupt_each_others_inputs():
+    from miro_core.evaluation import score_choice
+    from miro_core.run_rewards import RewardChoice
+    from miro_core.serve_logic import Scorer
+
+    registry = _mutator_and_reader_registry()
+    images = [Image.new("RGB", (8, 8), (204, 0, 0)) for _ in range(3)]
+    warnings: list[str] = []
+    scores = score_choice(registry, RewardChoice(["mutator", "mean-red"], {}, origin="requested"), images,
+                          ["a red square"] * 3, warn=warnings.append)
+    assert list(scores["mean-red"]) == [0.8] * 3, "eval: the mutations were never seen by the next reward"
+    assert len(warnings) == 1 and "mutator" in warnings[0] and "modified the images" in warnings[0]
+    assert all(image.getpixel((0, 0)) == (204, 0, 0) for image in images), "the generated images are untouched"
+    served = Scorer(registry, names=["mutator", "mean-red"]).score(images, "a red square")
+    assert [s["mean-red"] for s in served] == [0.8] * 3, "serve: the same"
+    assert all(image.getpixel((0, 0)) == (204, 0, 0) for image in images)
+
+
 # -- images ----------------------------------------------------------------------------------------------
 def test_decoding_is_capped_and_large_jpegs_are_decoded_smaller():
     from miro_core.data.decode import decode_image
@@ -576,3 +632,273 @@ def test_disk_full_while_writing_a_table_is_a_clear_error_and_keeps_finished_sha
     monkeypatch.setattr(parquet, "write_table", real_write)
     assert [r["key"] for r in rows(out)] == ["e000", "e001"]
     assert annotate(tmp_path / "data", out, [MeanRed()]).summary["samples"] == 4
+
+
+# -- an independent corpus (web-crawl shards, edited tables and bins, damaged runs): every command --------
+def test_compressed_shards_are_read_whatever_their_extension(tmp_path: Path):
+    shards = fc.compressed_shards()
+    for file_name, (_, payload) in shards.items():
+        fc.write(tmp_path / "data" / file_name, payload)
+    report = annotate(tmp_path / "data", tmp_path / "out", [MeanRed()])
+    assert report.status == EXIT_OK and not [e for e in errors(tmp_path / "out") if e["stage"] == "shard"]
+    assert len(rows(tmp_path / "out")) == 9, "a .tar.gz in the folder is not skipped silently"
+    assert sorted(p.stem for p in (tmp_path / "out" / "scores").glob("*.parquet")) == sorted(
+        name for name, _ in shards.values()
+    )
+    fc.write(tmp_path / "data" / "z-tgz.tar", fc.tar_bytes(fc.good_members("d", 1)))
+    with pytest.raises(DataError, match="two shards named 'z-tgz'"):
+        annotate(tmp_path / "data", tmp_path / "again", [MeanRed()])
+
+
+def test_links_strays_odd_names_and_non_utf8_captions_are_error_rows(tmp_path: Path):
+    payload, expected = fc.special_members_shard()
+    fc.write(tmp_path / "data" / "special.tar", payload)
+    annotate(tmp_path / "data", tmp_path / "out", [MeanRed()])
+    assert [r["key"] for r in rows(tmp_path / "out")] == ["good"]
+    reasons = {e["key"]: e["reason"] for e in errors(tmp_path / "out")}
+    assert set(reasons) == set(expected), "every member is the scored sample or an error row"
+    for key, fragment in expected.items():
+        assert fragment in reasons[key], (key, reasons[key])
+    assert all(e["stage"] == "input" for e in errors(tmp_path / "out"))
+
+
+def test_encode_keeps_the_samples_before_a_shard_fault_and_exits_3(tmp_path: Path):
+    broken = fc.broken_shards("e")
+    data = fc.write_dataset(tmp_path / "data", {
+        "good": fc.tar_bytes(fc.good_members("g", 2)),
+        "cut": broken["e-truncated_mid_member"][0],
+        "empty": broken["e-zero_bytes"][0],
+        "all-bad": fc.bad_samples_shard()[0],  # only one usable sample
+        "nothing-usable": fc.tar_bytes(fc.sample("x", b"not an image")),
+    })
+    out = tmp_path / "records"
+    command = ["encode", str(data), "--out", str(out), "--autoencoder", "pixels", "--image-size", "16",
+               "--workers", "1", "--quiet", "--text-encoder-option", "max_length=8"]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 3, result.output
+    assert "could not be read to the end (cut, empty)" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["unreadable_shards"]) == {"cut", "empty"} and "truncated" in summary["unreadable_shards"]["cut"]
+    index = read_records(str(out))
+    sizes = {Path(s["url"]).stem: s["nsamples"] for s in index.shards}
+    assert sizes == {"all-bad": 1, "cut": 3, "empty": 0, "good": 2, "nothing-usable": 0}
+    assert CliRunner().invoke(app, command).exit_code == 3, "the folder still says that data was skipped"
+
+
+def test_worker_tracebacks_never_reach_the_user():
+    from miro_cli.common import explain
+    from miro_core.errors import ShardReadError
+
+    text = (
+        "Caught ShardReadError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise ShardReadError(reason)\n'
+        "miro_core.errors.ShardReadError: truncated tar: member 'a.jpg' is cut short"
+    )
+    assert explain(ShardReadError(text), {}, {}) == "truncated tar: member 'a.jpg' is cut short"
+    assert "Traceback" not in explain(ValueError(text.replace("ShardReadError", "ValueError")), {}, {})
+
+
+def test_files_in_the_way_and_folders_for_files_name_the_option(tmp_path: Path):
+    from miro_cli.common import explain
+
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    message = explain(OSError(errno.EEXIST, "File exists", str(a_file)), {"out": str(a_file)}, {"out": "--out"})
+    assert message.startswith(f"--out {a_file}: a file is in the way")
+    tmp = f"{tmp_path / 'adir'}.tmp-0123abcd"
+    message = explain(IsADirectoryError(errno.EISDIR, "Is a directory", tmp), {"out": str(tmp_path / "adir")},
+                      {"out": "--out"})
+    assert message == f"--out {tmp_path / 'adir'} is a folder where a file is needed; give a file path"
+    assert explain(MemoryError(), {"batch_size": 8}, {"batch_size": "--batch-size"}).startswith("out of memory")
+
+
+class ExitsInScore(RewardModel):
+    name = "exits"
+
+    def score(self, images, captions):
+        raise SystemExit(0)
+
+
+def test_a_reward_calling_sys_exit_stops_the_run_with_a_message(tmp_path: Path):
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("s", 2)))
+    with pytest.raises(RewardContractError, match=r"called sys.exit\(0\)"):
+        annotate(tmp_path / "data", tmp_path / "out", [ExitsInScore()])
+
+
+def test_sys_exit_inside_a_command_is_an_error_not_a_silent_success(tmp_path: Path, monkeypatch):
+    import miro_core.evaluation as evaluation
+
+    def exits(*args, **kwargs):
+        raise SystemExit(0)
+
+    monkeypatch.setattr(evaluation, "run_eval", exits)
+    result = CliRunner().invoke(app, ["eval", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == EXIT_ERROR and "sys.exit(0)" in result.output
+
+
+def test_file_urls_work_for_every_path_option(tmp_path: Path):
+    config = tmp_path / "my config.yaml"
+    config.write_text("batch_size: 0\n")
+    command = ["annotate", str(tmp_path), "--rewards", "shapes-sharpness", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*command, "--config", f"file://{config}"])
+    assert result.exit_code == 1 and "`batch_size` in" in result.output, result.output
+
+
+def test_hand_edited_score_tables_are_named_not_misread(tmp_path: Path):
+    from miro_core.bins import read_annotations
+
+    folders = fc.edited_score_tables(tmp_path, ["r1", "r2"])
+    fragments = {
+        "truncated": "cannot read annotation table",
+        "missing_column": "lacks r2",
+        "extra_column": "extra column(s) bogus",
+        "text_scores": "'r1' of annotation table",
+        "no_key": "no 'key' column",
+    }
+    for name, folder in folders.items():
+        with pytest.raises(DataError, match="s1.parquet") as caught:
+            read_annotations(str(folder))
+        assert fragments[name] in str(caught.value) and "rerun `miro annotate`" in str(caught.value)
+    result = CliRunner().invoke(app, ["bins", "fit", str(folders["extra_column"]), "--out", str(tmp_path / "b.json")])
+    assert result.exit_code == 1 and "bogus" in result.output and not (tmp_path / "b.json").exists()
+
+
+def test_hand_edited_bins_files_are_refused(tmp_path: Path):
+    from miro_core.bins import BinsFile, fit_bins
+
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("s", 6)))
+    annotate(tmp_path / "data", tmp_path / "ann", [MeanRed()])
+    payload = fit_bins(str(tmp_path / "ann"), num_bins=4).to_json()
+    payload["rewards"]["mean-red"]["edges"] = [0.1, 0.2, 0.3, 0.4]  # distinct edges, as real scores give
+    BinsFile.from_json(payload)  # the undamaged file loads
+    for name, damaged in fc.damaged_bins(payload, "mean-red").items():
+        with pytest.raises(DataError, match="refit it with `miro bins fit`"):
+            BinsFile.from_json(json.loads(json.dumps(damaged)), source=name)
+
+
+def test_damaged_records_are_named_when_read(tmp_path: Path):
+    from miro_core.records.reader import empty_caption
+    from miro_core.records.synthetic import write_synthetic_records
+
+    out = tmp_path / "records"
+    write_synthetic_records(str(out), 2, input_shape=(4, 4, 4), text_shape=(4, 8))
+    info = read_records(str(out))
+    (out / "empty_caption.safetensors").write_bytes(b"xx")
+    with pytest.raises(DataError, match="empty_caption.safetensors is damaged"):
+        empty_caption(info)
+
+
+def test_records_with_non_finite_values_are_damaged(tmp_path: Path, monkeypatch):
+    from miro_core.records import reader as records_reader
+    from miro_core.records.synthetic import write_synthetic_records
+
+    out = tmp_path / "records"
+    write_synthetic_records(str(out), 2, input_kind="pixels", input_shape=(3, 4, 4), text_shape=(4, 8))
+    dataset = records_reader.RecordDataset(read_records(str(out)))
+    assert np.isfinite(dataset[0]["tokens"]).all()
+    real = records_reader.NpyReader.__call__
+
+    def nan_tokens(self, payload):
+        array = real(self, payload)
+        return np.full_like(array, np.nan) if array.dtype == np.float16 else array
+
+    monkeypatch.setattr(records_reader.NpyReader, "__call__", nan_tokens)
+    with pytest.raises(DataError, match="non-finite values in its tokens"):
+        records_reader.RecordDataset(read_records(str(out)))[1]
+
+
+def test_damaged_run_folders_are_named(tmp_path: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    from miro_core.run_folder import latest_checkpoint, load_model_weights, load_weights, read_run_config
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (run / "checkpoints" / "step-00000001" / "trainer_state.json").write_text("{}")
+    (run / "latest.json").write_text('{"step": ')
+    with pytest.raises(DataError, match="latest.json is damaged"):
+        latest_checkpoint(run)
+    (run / "config.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="config.json is damaged"):
+        read_run_config(run)
+    weights = run / "checkpoints" / "step-00000001" / "model_ema.safetensors"
+    save_file({"w": torch.tensor([1.0, float("nan")])}, str(weights))
+    with pytest.raises(DataError, match="NaN or infinite values in w"):
+        load_weights(weights)
+    weights.write_bytes(weights.read_bytes()[:20])
+    with pytest.raises(DataError, match="cannot be read"):
+        load_weights(weights)
+    save_file({"other": torch.zeros(2)}, str(weights))
+    with pytest.raises(DataError, match="does not fit the network"):
+        load_model_weights(torch.nn.Linear(2, 2), weights)
+
+
+def test_image_folders_decode_capped_and_convert_like_training(tmp_path: Path):
+    from miro_core.evaluation import read_image_folder
+
+    folder = tmp_path / "images"
+    fc.write(folder / "gradient.png", fc.gradient_16bit_png())
+    (folder / "captions.jsonl").write_text(json.dumps({"file": "gradient.png", "prompt": "a gradient"}))
+    image = read_image_folder(folder).images[0]
+    assert np.array_equal(np.asarray(image)[..., 0], fc.gradient_8bit()), "16-bit is rescaled, not clipped"
+    fc.write(folder / "gradient.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(DataError, match="gradient.png: cannot decode image"):
+        read_image_folder(folder)
+    (folder / "captions.jsonl").write_bytes('{"file": "gradient.png", "prompt": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_image_folder(folder)
+
+
+def test_config_files_that_are_not_utf8_or_miss_a_list_item_are_named(tmp_path: Path):
+    from miro_core.config import read_yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_bytes(b"\xff\xfe rewards: [x]\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_yaml(config)
+    config.write_text("betas: [0.9]\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--data", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1 and "`betas.1`" in result.output and "is required" not in result.output
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["train", "--data-workers", "99999999999999999999"],
+        ["train", "--seed", "99999999999999999999"],
+        ["train", "--batch-size", "99999999999"],
+        ["sample", "RUN", "--out", "o", "--prompt", "x", "--steps", "99999999999999999999"],
+        ["eval", "RUN", "--out", "o", "--n", "99999999999"],
+        ["encode", "ANN", "--workers", "99999"],
+        ["data", "shapes", "--out", "o", "--image-size", "99999999999999999999"],
+        ["backbones", "--cond-dim", "99999999999999999999"],
+    ],
+)
+def test_huge_numbers_are_refused_before_any_work(tmp_path: Path, arguments):
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code in (1, 2) and arguments[-2] in result.output, result.output
+    assert "Traceback" not in result.output and "unexpected" not in result.output
+
+
+def test_backbone_shape_errors_are_clear():
+    result = CliRunner().invoke(app, ["backbones", "hybrid-tiny", "--image-size", "30"])
+    assert result.exit_code == 1 and "must be divisible by 4 (--image-size 30)" in result.output
+
+
+def test_extreme_aspect_ratios_resize_in_bounded_memory(monkeypatch):
+    from miro_core.encode import resize_crop
+
+    requested: list[tuple[int, int]] = []
+    real = Image.Image.resize
+
+    def recording(self, size, *args, **kwargs):
+        requested.append(tuple(size))
+        return real(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording)
+    strip = Image.new("RGB", (2, 40_000), (10, 200, 30))  # scaled naively: 32 x 640000 pixels
+    pixels = resize_crop(strip, 32)
+    assert pixels.shape == (3, 32, 32) and (pixels[:, 16, 16] == (10, 200, 30)).all()
+    assert max(w * h for w, h in requested) <= 8 * 32 * 32, requested

@@ -44,3 +44,11 @@ def test_tiny_demo_writes_grid_and_report(registry, tmp_path: Path):
     # a second run reuses every finished stage
     again = run_demo(out, registry, samples=200, config=config, images_per_prompt=2, steps=3, log=lambda _: None)
     assert again["train_steps"] == 6 and again["seconds"]["train"] < stored["seconds"]["train"] + 5
+
+
+def test_the_announced_training_time_follows_the_steps():
+    """`miro demo --steps N` announces a time for N steps, not the 3000-step demo's."""
+    from miro_core.demo import expected_training_time
+
+    assert expected_training_time(3000) == "about 6 minutes"
+    assert expected_training_time(200) == "about 24 seconds"

@@ -247,3 +247,69 @@ def test_two_processes_split_the_shards_and_write_the_same_records(tiny_annotati
     assert read_records(str(tmp_path / "two")).samples == 240
     for name in (f"shard-00000{i}.tar" for i in range(3)):
         assert (tmp_path / "two" / "shards" / name).read_bytes() == (tmp_path / "one" / "shards" / name).read_bytes()
+
+
+def test_bins_refit_from_the_records_equal_the_bins_of_the_annotations(latent_records, tiny_annotations, tmp_path):
+    """The records keep every record's raw scores (and a small table of them per shard), so `miro bins fit
+    RECORDS` refits bins with neither the annotations nor another encode."""
+    import shutil
+
+    runner = CliRunner()
+    for source, name in ((latent_records, "records.json"), (tiny_annotations, "annotations.json")):
+        result = runner.invoke(app, ["bins", "fit", str(source), "--out", str(tmp_path / name), "--bins", "16"])
+        assert result.exit_code == 0, result.output
+    from_records = json.loads((tmp_path / "records.json").read_text())
+    from_annotations = json.loads((tmp_path / "annotations.json").read_text())
+    assert from_records["rewards"] == from_annotations["rewards"]  # every sample was encoded: the same scores
+    assert from_records["source"] == str(latent_records)
+    copy = tmp_path / "copy"
+    shutil.copytree(latent_records, copy)
+    (copy / "shards" / "shard-000001.scores.parquet").unlink()
+    result = runner.invoke(app, ["bins", "fit", str(copy), "--out", str(tmp_path / "x.json")])
+    assert result.exit_code == 1 and f"miro bins fit {tiny_annotations}" in result.output
+
+
+def test_records_settings_are_compared_as_the_encoders_run_with_them(tiny_annotations, tiny_bins, registry, tmp_path,
+                                                                      monkeypatch):
+    """Relative paths given to `miro encode` are recorded absolute; training from another directory finds the
+    bins of the annotation folder the records came from, and accepts a config that names the same weights by
+    another path or spells out a default, but refuses another value; a rerun into the same records folder that
+    leaves out an option the first run set is refused (it would mix records of two settings)."""
+    import shutil
+
+    from miro_core.train import Trainer
+
+    from .test_text_encoders import _t5_folder
+
+    shutil.copytree(tiny_annotations, tmp_path / "ann")
+    shutil.copy(tiny_bins, tmp_path / "ann" / "bins.json")
+    _t5_folder(tmp_path / "t5")
+    monkeypatch.chdir(tmp_path)
+    args = ["encode", "ann", "--autoencoder", "pixels", "--image-size", "16", "--out", "rec", "--quiet",
+            "--text-encoder", "t5", "--text-encoder-option", "checkpoint=t5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    index = json.loads((tmp_path / "rec" / "records.json").read_text())
+    assert index["source"] == str((tmp_path / "ann").resolve())
+    assert index["text_encoder"]["options"]["checkpoint"] == str((tmp_path / "t5").resolve())
+    again = CliRunner().invoke(app, [*args, "--text-encoder-option", "max_length=32"])  # the default: the same
+    assert again.exit_code == 0, again.output
+    other = CliRunner().invoke(app, [*args, "--text-encoder-option", "max_length=8"])
+    assert other.exit_code == 1 and "max_length=32 (asked: 8)" in other.output
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    same = {"checkpoint": "../t5", "max_length": 32}
+    cfg = tiny_train_config(tmp_path / "rec", None, tmp_path / "run", no_rewards=False, steps=2, text_encoder="t5",
+                            text_encoder_options=same, image_size=16)
+    Trainer(cfg, registry, progress=False).run()
+    run_bins = json.loads((tmp_path / "run" / "bins.json").read_text())
+    assert run_bins["rewards"] == json.loads((tmp_path / "ann" / "bins.json").read_text())["rewards"]
+    for options in ({"checkpoint": "../ann"}, {"max_length": 8}):
+        cfg = tiny_train_config(tmp_path / "rec", None, tmp_path / "run2", no_rewards=False, text_encoder="t5",
+                                text_encoder_options=options)
+        with pytest.raises(DataError, match=f"text_encoder_options.{next(iter(options))}"):
+            Trainer(cfg, registry, progress=False).run()
+    (tmp_path / "ann" / "bins.json").unlink()
+    cfg = tiny_train_config(tmp_path / "rec", None, tmp_path / "run3", no_rewards=False, text_encoder_options={})
+    with pytest.raises(Exception, match="no bins file at .*rec/bins.json or .*ann/bins.json"):
+        Trainer(cfg, registry, progress=False).run()

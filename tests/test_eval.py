@@ -183,6 +183,7 @@ def test_cli_eval_on_a_run_then_on_its_images(tiny_run: Path, tmp_path: Path):
     assert config["reward_targets_used"] == {"shapes-alignment": 1.0, "shapes-aesthetic": 0.9,
                                              "shapes-sharpness": 1.0}
     assert len(list((out / "images").glob("0*.png"))) == 12
+    assert config["components"]["rewards"]["shapes-aesthetic"]["options"]["batch_size"] is None
     assert "## Compositional benchmark" in (out / "summary.md").read_text()
 
     # the saved images read back as an image folder score the same
@@ -198,6 +199,11 @@ def test_cli_eval_on_a_run_then_on_its_images(tiny_run: Path, tmp_path: Path):
     assert bad.exit_code == 1 and "only apply when evaluating a run" in bad.output
     unknown = runner.invoke(app, ["eval", str(tiny_run), "--rewards", "nope", "--out", str(tmp_path / "u")])
     assert unknown.exit_code == 1 and "unknown reward 'nope'" in unknown.output
+    # --best-by is checked against the run's own rewards before any image is generated
+    early = runner.invoke(app, ["eval", str(tiny_run), "--best-of", "2", "--best-by", "nope", "--out",
+                                str(tmp_path / "b")])
+    assert early.exit_code == 1 and "--best-by nope is not one of the run's rewards" in early.output
+    assert not (tmp_path / "b" / "images").exists()
 
 
 def test_cli_eval_on_miro_sample_output(tiny_run: Path, tmp_path: Path):

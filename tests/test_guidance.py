@@ -50,6 +50,16 @@ def test_schedules_and_interval(registry):
     assert registry.guidance.create("none").scale_at(3, 10) == 0.0
 
 
+def test_an_interval_outside_the_run_or_empty_is_an_error(registry):
+    """An interval that never applies would switch guidance off silently."""
+    with pytest.raises(ConfigError, match="interval_start: Input should be less than or equal to 1"):
+        registry.guidance.create("miro", {"interval_start": 2})
+    with pytest.raises(ConfigError, match="must be below interval_end"):
+        registry.guidance.create("miro", {"interval_start": 0.6, "interval_end": 0.4})
+    with pytest.raises(ConfigError, match="interval_end: Input should be greater than or equal to 0"):
+        registry.guidance.create("cfg", {"interval_end": -0.1})
+
+
 def test_unknown_option_is_an_error(registry):
     with pytest.raises(ConfigError, match="scal"):
         registry.guidance.create("miro", {"scal": 3})

@@ -132,9 +132,12 @@ def test_a_plugin_that_sorts_first_never_replaces_a_builtin():
 
     impostor = plugin_module("aaa", distribution="aaa-impostor", register_binners=lambda register: register(Impostor))
     reg = build_registry(load_entry_points=False, extra_plugins=[("aaa", impostor)])
-    with pytest.raises(DuplicateNameError, match="aaa-impostor"):
+    with pytest.raises(DuplicateNameError, match="aaa-impostor") as caught:
         reg.binners.get("quantile")
     assert reg.binners.get("miro:quantile").__module__ == "miro_core.builtin.binners"
+    message = str(caught.value)  # built-ins always load: the way out is the qualified name or blocking the plugin
+    assert "MIRO_BLOCK_PLUGINS=aaa-impostor" in message and "MIRO_BLOCK_PLUGINS=miro" not in message
+    assert "'miro:quantile'" in message and "built-in components cannot be blocked" in message
 
 
 def test_conflicts_are_fatal_in_strict_mode(monkeypatch):
@@ -373,3 +376,106 @@ def test_cli_starts_without_heavy_imports():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == [], f"`miro plugins` imported heavy libraries: {report['heavy']}"
     assert report["plugins"] > 4
+
+
+# -- contracts enforced where a plugin's result is used ------------------------------------------------------------
+def unruly_guidance_registry():
+    """Strategies breaking the guidance contract, from one distribution."""
+    from miro_core.guidance import GuidanceStrategy
+
+    class NanWeight(GuidanceStrategy):
+        name = "nan-weight"
+
+        def scale_at(self, step, num_steps):
+            return float("nan") if step == num_steps - 1 else 1.0
+
+    class MissingKey(GuidanceStrategy):
+        name = "missing-key"
+
+        def negative_targets(self, reward_keys, positive, negative):
+            return {key: 0.0 for key in reward_keys[1:]}
+
+    class OutOfRange(GuidanceStrategy):
+        name = "out-of-range"
+
+        def negative_targets(self, reward_keys, positive, negative):
+            return {key: -0.5 for key in reward_keys}
+
+    def register_guidance_strategies(register):
+        for cls in (NanWeight, MissingKey, OutOfRange):
+            register(cls)
+
+    module = plugin_module(
+        "unruly", distribution="dist-unruly", register_guidance_strategies=register_guidance_strategies
+    )
+    return build_registry(load_entry_points=False, extra_plugins=[("unruly", module)])
+
+
+def test_a_guidance_strategy_breaking_its_contract_fails_before_sampling_naming_it():
+    import torch
+
+    from miro_core.pipeline import MiroPipeline
+    from miro_core.sampling import Branch, guided_sample
+
+    reg = unruly_guidance_registry()
+    pipe = types.SimpleNamespace(reward_keys=["a", "b"], accepted_reward_keys=["a", "b"], config={}, registry=reg)
+    for name, problem in (("missing-key", "missing a"), ("out-of-range", "a=-0.5 is outside [0, 1]")):
+        with pytest.raises(PluginError) as caught:
+            MiroPipeline.resolve_targets(pipe, {}, {}, reg.guidance.create(name))
+        assert f"guidance strategy '{name}' (dist-unruly test)" in str(caught.value) and problem in str(caught.value)
+    positive, negative = MiroPipeline.resolve_targets(pipe, {"a": 0.5}, {}, reg.guidance.create("miro"))
+    assert positive == {"a": 0.5, "b": 1.0} and negative == {"a": 0.0, "b": 0.0}
+
+    calls = []
+
+    def model(x, t, tokens, mask, levels):
+        calls.append(x.shape[0])
+        return x
+
+    branch = Branch(torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2))
+    with pytest.raises(PluginError, match=r"'nan-weight' .*scale_at\(3, 4\) returned nan"):
+        guided_sample(model, torch.zeros(1, 1, 2, 2), branch, branch, reg.guidance.create("nan-weight"),
+                      reg.samplers.create("euler"), 4)
+    assert calls == [], "checked before the first model evaluation"
+
+
+def plugin_level_rule_binner(transform):
+    """A binner from 'dist-levels' with its own level rule ``transform(binner, values)``."""
+    import numpy as np
+
+    from miro_core.binning import Binner
+
+    class OwnRule(Binner):
+        name = "own-rule"
+
+        def fit_edges(self, values):
+            return np.quantile(values, np.linspace(0, 1, self.num_bins))
+
+        def transform(self, values):
+            return transform(self, values)
+
+    module = plugin_module("levels", distribution="dist-levels", register_binners=lambda register: register(OwnRule))
+    return build_registry(load_entry_points=False, extra_plugins=[("levels", module)])
+
+
+@pytest.mark.parametrize(
+    ("transform", "problem"),
+    [
+        (lambda binner, values: super(type(binner), binner).transform(values) * 2 - 0.5, "outside [0, 1]"),
+        (lambda binner, values: super(type(binner), binner).transform(values)[:-1], "levels shaped"),
+    ],
+)
+def test_a_binner_whose_levels_break_the_contract_fails_naming_it(tiny_annotations, tmp_path, transform, problem):
+    from miro_core.bins import BinsFile, fit_bins
+
+    with pytest.raises(PluginError) as caught:
+        fit_bins(str(tiny_annotations), num_bins=8, strategy="own-rule", registry=plugin_level_rule_binner(transform))
+    assert "binner 'own-rule' (dist-levels test) broke the binner contract" in str(caught.value)
+    assert problem in str(caught.value)
+    # a file fitted while the rule was right, read back with the rule broken (a plugin update): refused on load
+    good = plugin_level_rule_binner(lambda binner, values: super(type(binner), binner).transform(values))
+    fitted = fit_bins(str(tiny_annotations), num_bins=8, strategy="own-rule", registry=good)
+    assert fitted.meta["levels_rule"] == "plugin"
+    fitted.save(str(tmp_path / "bins.json"))
+    with pytest.raises(PluginError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        BinsFile.load(str(tmp_path / "bins.json"), registry=plugin_level_rule_binner(transform))

@@ -140,6 +140,39 @@ def test_records_on_another_fsspec_filesystem_are_cached_locally(records: Path, 
     assert len(list((tmp_path / "cache").glob("*.tar"))) == 1
 
 
+def test_workers_asking_for_one_remote_shard_at_once_fetch_it_once(tmp_path: Path, monkeypatch):
+    """Every worker of every process on a node may want the same remote shard at the start of a shuffle block:
+    one downloads it, the others wait for that copy."""
+    import threading
+    import time
+
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from miro_core.records.reader import local_copy
+
+    fsspec.filesystem("memory").pipe("/once/shard-000000.tar", b"x" * 1000)
+    fetched: list[str] = []
+    original = MemoryFileSystem.get
+
+    def slow_get(self, *args, **kwargs):
+        fetched.append(args[0])
+        time.sleep(0.2)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "get", slow_get)
+    paths: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: paths.append(local_copy("memory://once/shard-000000.tar", str(tmp_path))))
+        for _ in range(4)
+    ]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert len(fetched) == 1 and len(set(paths)) == 1 and Path(paths[0]).read_bytes() == b"x" * 1000
+
+
 def test_broken_records_give_clear_errors(records: Path, tmp_path: Path):
     with pytest.raises(DataError, match="not a records folder"):
         read_records(str(tmp_path))

@@ -140,6 +140,34 @@ def register_binners(register):
     register(Robust)
 '''
 
+UNRULY = '''
+"""Guidance strategies that break the contract: the engine refuses them before sampling, naming them."""
+from miro_core.guidance import GuidanceStrategy
+from miro_core.hookspecs import hookimpl
+
+MIRO_API = ">=1,<2"
+
+
+class NanWeights(GuidanceStrategy):
+    name = "nan-weights"
+
+    def scale_at(self, step, num_steps):
+        return float("nan")
+
+
+class NoKeys(GuidanceStrategy):
+    name = "no-keys"
+
+    def negative_targets(self, reward_keys, positive, negative):
+        return {}
+
+
+@hookimpl
+def register_guidance_strategies(register):
+    register(NanWeights)
+    register(NoKeys)
+'''
+
 EXITS = '''
 import sys
 
@@ -169,6 +197,8 @@ GOOD = {
     "colorfulness-b": ("miro-reward-colorful-b", "2.0.0", "miro_colorful_b", COLORFUL.replace("VALUE", "0.75")),
     "halfway": ("miro-guidance-halfway-thirdparty", "0.3.0", "miro_halfway_plugin", HALFWAY),
     "robust": ("miro-binner-robust-thirdparty", "0.4.0", "miro_robust_plugin", ROBUST),
+    # loads cleanly; its strategies break the contract only when used
+    "unruly": ("miro-guidance-unruly", "0.0.1", "miro_unruly_plugin", UNRULY),
 }
 BROKEN = {
     "exits": ("miro-plugin-exits", "0.1.0", "miro_exits_plugin", EXITS),
@@ -248,6 +278,23 @@ def test_usable_in_annotate(installed_plugin: Path, tiny_shapes: Path, tmp_path:
     assert rows == 240 and "brightness" in columns
     values = pq.read_table(tables[0]).column("brightness").to_pylist()
     assert all(0.0 <= v <= 1.0 for v in values) and len(set(values)) > 10
+
+
+def test_a_reward_option_applies_to_a_qualified_reward(installed_plugin: Path, tiny_shapes: Path, tmp_path: Path):
+    out = tmp_path / "a"
+    result = run_miro(
+        ["annotate", str(tiny_shapes), "--rewards", "miro-reward-colorful-b:colorfulness", "--reward-option",
+         "colorfulness.batch_size=16", "--out", str(out)],
+        installed_plugin, tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["reward_options"] == {"miro-reward-colorful-b:colorfulness": {"batch_size": 16}}
+    recorded = config["components"]["rewards"]["colorfulness"]
+    assert recorded["distribution"] == "miro-reward-colorful-b" and recorded["options"]["batch_size"] == 16
+    wrong = run_miro(["annotate", str(tiny_shapes), "--rewards", "brightness", "--reward-option",
+                      "colorfulness.batch_size=16", "--out", str(tmp_path / "b")], installed_plugin, tmp_path)
+    assert "--reward-option names reward(s) not in --rewards: colorfulness" in one_error_line(wrong)
 
 
 # -- one name, two distributions ----------------------------------------------------------------------------------
@@ -371,6 +418,22 @@ def test_third_party_binner_and_guidance_through_every_stage(in_process, tiny_an
     # the sample folder is measured with the run's rewards too
     output = invoke(["eval", str(samples), "--out", str(tmp_path / "eval-samples")])
     assert "the run's own rewards" in output
+
+    # strategies breaking the contract are refused before anything is sampled or written, naming them
+    from typer.testing import CliRunner
+
+    from miro_cli.main import app
+
+    for command, strategy, problem in (("sample", "nan-weights", "scale_at(0, 2) returned nan"),
+                                       ("sample", "no-keys", "missing"), ("eval", "nan-weights", "returned nan")):
+        out = tmp_path / f"{command}-{strategy}"
+        extra = ["--prompt", "a red circle"] if command == "sample" else ["--per-category", "1"]
+        result = CliRunner().invoke(app, [command, str(tmp_path / "run"), "--out", str(out), "--n", "1", "--steps",
+                                          "2", "--strategy", strategy, *extra])
+        assert result.exit_code == 1, result.output
+        assert f"guidance strategy '{strategy}' (miro-guidance-unruly 0.0.1) broke the guidance contract" in (
+            result.output) and problem in result.output and "Traceback" not in result.output
+        assert not out.exists()
 
 
 # -- broken plugins and strict mode --------------------------------------------------------------------------------

@@ -66,6 +66,15 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_annotations,
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resume"
 
 
+def test_resume_with_more_steps_continues_a_finished_run(tiny_annotations, tiny_bins, registry, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(tiny_annotations, tiny_bins, run, steps=2, save_every=2), registry, progress=False).run()
+    assert json.loads((run / "latest.json").read_text())["step"] == 2
+    longer = tiny_train_config(tiny_annotations, tiny_bins, run, steps=4, save_every=2)
+    Trainer(longer, registry, progress=False).run(resume=True)
+    assert json.loads((run / "latest.json").read_text())["step"] == 4
+
+
 def test_existing_run_needs_resume_and_matching_options(tiny_run: Path, tiny_annotations, tiny_bins, registry):
     with pytest.raises(ConfigError, match="--resume"):
         Trainer(tiny_train_config(tiny_annotations, tiny_bins, tiny_run, steps=6), registry, progress=False).run()
@@ -177,7 +186,7 @@ def test_cli_sample_and_unknown_key(tiny_run: Path, tmp_path: Path):
     resolved = json.loads((tmp_path / "s" / "config.json").read_text())
     assert resolved["sampler"] == "heun" and resolved["reward_targets"]["shapes-sharpness"] == 0.8
     bad = runner.invoke(app, ["sample", str(tiny_run), "--prompt", "x", "--reward", "nope=1", "--out", str(tmp_path)])
-    assert bad.exit_code == 1 and "unknown reward key(s) in reward_targets: nope" in bad.output
+    assert bad.exit_code == 1 and "unknown reward key(s) in --reward: nope" in bad.output
     missing = runner.invoke(app, ["sample", str(tmp_path / "nothing"), "--prompt", "x", "--out", str(tmp_path)])
     assert missing.exit_code == 1 and "run folder" in missing.output
 
@@ -203,6 +212,7 @@ def test_cli_train_subset_of_rewards(tiny_annotations: Path, tiny_bins: Path, tm
         ["train", "--config", str(config), "--rewards", "shapes-aesthetic", "--out", str(tmp_path / "spec"), "--quiet"],
     )
     assert result.exit_code == 0, result.output
+    assert "samples/s, MFU n/a)" in result.output  # a CPU has no known peak: MFU is n/a, not left out
     assert json.loads((tmp_path / "spec" / "config.json").read_text())["reward_keys"] == ["shapes-aesthetic"]
     bad = CliRunner().invoke(app, ["train", "--config", str(config), "--rewards", "zzz", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 1 and "zzz" in bad.output
@@ -253,7 +263,7 @@ def test_checkpoint_blocks_wraps_outermost_blocks_and_keeps_names(registry):
 def test_throughput_and_mfu_are_logged(tiny_annotations, tiny_bins, registry, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = tiny_train_config(tiny_annotations, tiny_bins, tmp_path / "r", steps=4, peak_tflops=1.0)
+    cfg = tiny_train_config(tiny_annotations, tiny_bins, tmp_path / "r", steps=4, peak_tflops=1.0, log_every=3)
     trainer = Trainer(cfg, registry, progress=False)
     trainer.run()
     assert trainer.flops_per_sample > 0 and trainer.samples_per_second > 0
@@ -262,3 +272,5 @@ def test_throughput_and_mfu_are_logged(tiny_annotations, tiny_bins, registry, tm
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/samples_per_second", "train/mfu", "train/data_wait_share", "train/steps_per_second"} <= tags
+    # every log_every steps and at the last step (a short run still gets its throughput logged)
+    assert [e.step for e in events.Scalars("train/samples_per_second")] == [3, 4]

@@ -152,6 +152,11 @@ class BatchSource:
             t0 = time.perf_counter()
             try:
                 prepared = reward.prepare(read_only_view(image), caption)
+            except SystemExit as err:
+                from miro_core.annotation.scoring import exited
+                from miro_core.reward_contract import describe_reward
+
+                raise exited(describe_reward(reward), "prepare", err) from None
             except Exception as err:  # noqa: BLE001 - a row-level error of that reward only
                 prepared = None
                 batch.errors.append(_error(raw.key, batch.shard, name, f"prepare failed: {describe_error(err)}"))

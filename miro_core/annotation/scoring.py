@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from miro_core.data.decode import describe_error
+from miro_core.errors import RewardContractError
 from miro_core.reward_contract import as_score, check_result, describe_reward, read_only_views, was_modified
 from miro_core.rewards import RewardModel
 
@@ -39,6 +40,15 @@ def uses_prepare(cls: type[RewardModel]) -> bool:
     if score_owner is None or prepared_owner is None:
         return True
     return not (score_owner is not prepared_owner and issubclass(score_owner, prepared_owner))
+
+
+def exited(label: str, method: str, err: SystemExit) -> RewardContractError:
+    """A reward that calls ``sys.exit()`` would end the run silently (exit status 0, nothing saved after it)."""
+    return RewardContractError(
+        f"{label} broke the reward contract: {method}() called sys.exit({err.code!r}); a reward raises an exception "
+        "for a sample it cannot score and never exits the process. The run stopped; rows already saved are kept, "
+        "and a rerun after the plugin is fixed continues"
+    )
 
 
 class RewardScorer:
@@ -92,6 +102,8 @@ class RewardScorer:
     def _score(self, call: Callable[[Sequence[int]], Any], count: int, method: str) -> tuple[list[float], RowErrors]:
         try:
             result = call(range(count))
+        except SystemExit as err:
+            raise exited(self.label, method, err) from None
         except Exception:  # noqa: BLE001 - find the failing samples one by one below
             return self._one_by_one(call, count, method)
         return self._values(check_result(result, count, self.label, method), offset=0)
@@ -104,6 +116,8 @@ class RewardScorer:
         for i in range(count):
             try:
                 result = call([i])
+            except SystemExit as err:
+                raise exited(self.label, method, err) from None
             except Exception as err:  # noqa: BLE001 - a row-level error; the run goes on
                 values.append(math.nan)
                 errors.append((i, describe_error(err)))

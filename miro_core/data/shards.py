@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from miro_core.data.decode import describe_error
 from miro_core.errors import DataError, ShardReadError, StorageError
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "jp2", "j2k")
+#: What a shard file may be called: plain tar, or gzip-compressed tar (read transparently, as webdataset does).
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
 INDEX_FILE = "index.json"
 #: Members larger than this are not read into memory (their sample becomes a row-level error).
@@ -65,26 +68,43 @@ def list_shards(url: str) -> list[str]:
         found, is_file = False, False
     except Exception as err:  # noqa: BLE001 - network and permission faults of any fsspec backend
         raise StorageError(f"cannot reach {url}: {describe_error(err)}; check the address and the network") from None
-    if path.endswith(".tar") or is_file:
+    if is_shard_url(path) or is_file:
         if not found:
             raise DataError(f"shard {url} does not exist")
-        if not path.endswith(".tar"):
+        if not is_shard_url(path):
             raise DataError(f"{url} is a file but not a .tar shard; pass a folder of .tar shards or one .tar file")
         return [url]
     if not found:
         raise DataError(f"dataset {url} does not exist; create one with `miro data shapes --out {url}`")
     try:
-        shards = glob_urls(url, "*.tar")
+        shards = sorted({s for suffix in SHARD_SUFFIXES for s in glob_urls(url, f"*{suffix}")})
     except Exception as err:  # noqa: BLE001
         raise StorageError(f"cannot list {url}: {describe_error(err)}") from None
     if not shards:
         raise DataError(f"no .tar shards in {url}")
+    by_name: dict[str, str] = {}
+    for shard in shards:
+        other = by_name.setdefault(shard_name(shard), shard)
+        if other != shard:  # x.tar and x.tar.gz would write the same per-shard tables
+            raise DataError(
+                f"{other} and {shard} are two shards named {shard_name(shard)!r}; per-shard outputs are named by "
+                "it, so keep one of them (or rename the other)"
+            )
     return shards
+
+
+def is_shard_url(url: str) -> bool:
+    """Whether ``url`` names a shard file (``.tar``, ``.tar.gz`` or ``.tgz``)."""
+    return str(url).rstrip("/").lower().endswith(SHARD_SUFFIXES)
 
 
 def shard_name(url: str) -> str:
     """The file stem of a shard (``shard-000003``), used to name per-shard outputs."""
-    return url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def split_member_name(name: str) -> tuple[str, str] | None:
@@ -116,28 +136,50 @@ def _next_member(tar: tarfile.TarFile, after: str) -> tarfile.TarInfo | None:
         raise ShardReadError(f"unreadable tar data {where}: {err}") from None
 
 
-def iter_members(handle: Any) -> Iterator[tuple[str, bytes | None, int]]:
-    """(name, payload, size) of every regular file member in order; payload None above MAX_MEMBER_BYTES."""
+def _link_note(info: tarfile.TarInfo) -> str | None:
+    """Why a member that is not a regular file has no payload (links are never followed), or None to skip it."""
+    if info.issym():
+        return f"a symbolic link (to {info.linkname!r}), which is not followed"
+    if info.islnk():
+        return f"a hard link (to {info.linkname!r}), which is not followed"
+    if info.isdir():
+        return None  # folders are structure, not data
+    return "not a regular file (a device or FIFO entry)"
+
+
+def iter_members(handle: Any) -> Iterator[tuple[str, bytes | None, int, str | None]]:
+    """(name, payload, size, note) of every member in order; payload None above MAX_MEMBER_BYTES.
+
+    ``note`` is None for a regular file; for a link, a device or a FIFO entry the payload is None and the
+    note says what the member is, so its sample becomes an error row instead of vanishing. A
+    gzip-compressed shard is decompressed on the fly (``r|*``), as webdataset reads ``.tar.gz``.
+    """
     try:
-        tar = tarfile.open(fileobj=handle, mode="r|")
+        tar = tarfile.open(fileobj=handle, mode="r|*")
     except tarfile.ReadError as err:
         reason = "the file is empty (0 bytes)" if "empty file" in str(err) else f"not a tar archive ({err})"
         raise ShardReadError(reason) from None
+    except (EOFError, OSError, zlib.error) as err:
+        raise ShardReadError(f"not a readable tar archive: {describe_error(err)}") from None
     info = tar.firstmember
     while info is not None:
-        if info.isfile():
+        if not info.isfile():
+            note = _link_note(info)
+            if note is not None:
+                yield info.name, None, 0, note
+        else:
             payload: bytes | None = None
             if info.size <= MAX_MEMBER_BYTES:
                 extracted = tar.extractfile(info)
                 try:
                     payload = extracted.read() if extracted is not None else b""
-                except (tarfile.ReadError, EOFError, OSError) as err:
+                except (tarfile.ReadError, EOFError, OSError, zlib.error) as err:
                     raise ShardReadError(f"truncated tar: member {info.name!r} is cut short ({err})") from None
                 if len(payload) != info.size:
                     raise ShardReadError(
                         f"truncated tar: member {info.name!r} has {len(payload)} of its {info.size} bytes"
                     )
-            yield info.name, payload, info.size
+            yield info.name, payload, info.size, None
         info = _next_member(tar, info.name)
 
 
@@ -161,33 +203,42 @@ def iter_shard(url: str, *, include_duplicates: bool = False) -> Iterator[RawSam
     """
     seen: set[str] = set()
     index = 0
-    group: dict[str, tuple[bytes | None, int]] = {}
+    group: dict[str, tuple[bytes | None, int, str | None]] = {}
     group_prefix: str | None = None
+    strays: list[RawSample] = []
     last_member = ""
 
     def emit() -> Iterator[RawSample]:
         nonlocal index
-        if group_prefix is None:
-            return
-        sample = _make_sample(url, group_prefix, group, index)
-        sample.duplicate = sample.key in seen
-        seen.add(sample.key)
-        index += 1
-        if include_duplicates or not sample.duplicate:
-            yield sample
+        if group_prefix is not None:
+            sample = _make_sample(url, group_prefix, group, index)
+            sample.duplicate = sample.key in seen
+            seen.add(sample.key)
+            index += 1
+            if include_duplicates or not sample.duplicate:
+                yield sample
+        for stray in strays:  # members that belong to no sample, recorded after the sample they interrupted
+            stray.index = index
+            index += 1
+            yield stray
+        strays.clear()
 
     with _open_shard(url) as handle:
         try:
-            for name, payload, size in iter_members(handle):
+            for name, payload, size, note in iter_members(handle):
                 last_member = name
+                base = name.rsplit("/", 1)[-1]
+                if base.startswith("__"):
+                    continue  # webdataset's __key__ / __meta__ members are not data
                 parts = split_member_name(name)
-                if parts is None or name.rsplit("/", 1)[-1].startswith("__"):
-                    continue  # webdataset ignores members without an extension and __meta__ files
+                if parts is None:
+                    strays.append(_stray(url, base))
+                    continue
                 prefix, ext = parts
                 if prefix != group_prefix or ext in group:  # a new sample (or the same key repeated)
                     yield from emit()
                     group, group_prefix = {}, prefix
-                group[ext] = (payload, size)
+                group[ext] = (payload, size, note)
         except Exception as err:  # noqa: BLE001 - a damaged archive, or I/O failing midway (network, device)
             # The sample being assembled was read before the fault: keep it (if its caption or image is
             # missing because of the fault, its row-level error says so and the shard error says why).
@@ -199,17 +250,61 @@ def iter_shard(url: str, *, include_duplicates: bool = False) -> Iterator[RawSam
         yield from emit()
 
 
-def _make_sample(url: str, prefix: str, group: dict[str, tuple[bytes | None, int]], index: int) -> RawSample:
+def _stray(url: str, base: str) -> RawSample:
+    """A member that names no sample (no extension, or a name starting with a dot): an error row, not a silent skip."""
+    why = "has no extension" if "." not in base else "has no key before its first dot"
+    return RawSample(
+        key=base,
+        shard=url,
+        image_bytes=None,
+        caption=None,
+        problem=(
+            f"member {base!r} {why}, so it belongs to no sample (webdataset members are named KEY.EXTENSION, "
+            "the key ending at the first dot); it was not used"
+        ),
+    )
+
+
+def _member_problem(key: str, ext: str, size: int, note: str | None, what: str) -> str:
+    if note is not None:
+        return f"{what} member {key}.{ext} is {note}"
+    return f"{what} member is {size / 2**20:.0f} MiB, above the {MAX_MEMBER_BYTES // 2**20} MiB limit"
+
+
+def _make_sample(url: str, prefix: str, group: dict[str, tuple[bytes | None, int, str | None]],
+                 index: int) -> RawSample:
+    key = prefix.rsplit("/", 1)[-1]
     problem = None
     image: bytes | None = None
     for ext in IMAGE_EXTENSIONS:
         if ext in group:
-            image, size = group[ext]
+            image, size, note = group[ext]
             if image is None:
-                problem = f"image member is {size / 2**20:.0f} MiB, above the {MAX_MEMBER_BYTES // 2**20} MiB limit"
+                problem = _member_problem(key, ext, size, note, "image")
             break
-    caption_bytes = next((group[ext][0] for ext in CAPTION_EXTENSIONS if ext in group), None)
-    meta: dict[str, Any] = {}
+    else:
+        unknown = sorted(ext for ext in group if ext not in (*CAPTION_EXTENSIONS, "json"))
+        if unknown:
+            problem = (
+                f"no image in the sample: member(s) {', '.join(f'{key}.{ext}' for ext in unknown)} have no image "
+                f"extension ({', '.join(IMAGE_EXTENSIONS)}); the key of a webdataset member ends at its first dot"
+            )
+    caption: str | None = None
+    caption_ext = next((ext for ext in CAPTION_EXTENSIONS if ext in group), None)
+    if caption_ext is not None:
+        caption_bytes, size, note = group[caption_ext]
+        if caption_bytes is None:
+            problem = problem or _member_problem(key, caption_ext, size, note, "caption")
+        else:
+            try:
+                caption = caption_bytes.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problem = problem or (
+                    f"caption {key}.{caption_ext} is not valid UTF-8 (byte 0x{caption_bytes[err.start]:02x} at "
+                    f"position {err.start}); re-encode it as UTF-8"
+                )
+                caption = caption_bytes.decode("utf-8", errors="replace")
+    meta: dict[str, Any] = {}  # KEY.json is not used by annotation or encoding: an unreadable one is ignored
     if "json" in group and group["json"][0] is not None:
         try:
             loaded = json.loads(group["json"][0].decode("utf-8"))
@@ -217,10 +312,10 @@ def _make_sample(url: str, prefix: str, group: dict[str, tuple[bytes | None, int
         except ValueError:
             meta = {}
     return RawSample(
-        key=prefix.rsplit("/", 1)[-1],
+        key=key,
         shard=url,
         image_bytes=image,
-        caption=caption_bytes.decode("utf-8", errors="replace") if caption_bytes is not None else None,
+        caption=caption,
         meta=meta,
         index=index,
         problem=problem,

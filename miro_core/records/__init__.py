@@ -8,6 +8,7 @@ image, never runs the autoencoder or the text encoder, and never holds the datas
     RECORDS/empty_caption.safetensors    tokens and mask of the empty caption (text dropout, negatives)
     RECORDS/shards/<name>.tar            one webdataset tar per input shard, samples in source order
     RECORDS/shards/<name>.index.npy      data offset and size of each member (the reader needs no scan)
+    RECORDS/shards/<name>.scores.parquet key, caption and raw scores of each record (``miro bins fit RECORDS``)
     RECORDS/shards/<name>.json           its sample count, size and latent sums (written last)
 
 Each sample of a shard is ``NNNNNN.image.npy`` (uint8 pixels, C x S x S) or ``NNNNNN.latent.npy``

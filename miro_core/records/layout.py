@@ -39,6 +39,13 @@ def member_index_url(tar_url: str) -> str:
     return tar_url.removesuffix(".tar") + ".index.npy"
 
 
+def score_table_url(tar_url: str) -> str:
+    """``<name>.scores.parquet`` beside ``<name>.tar``: key, source shard, caption and raw scores of each record
+    in record order (an annotation table), so ``miro bins fit RECORDS`` reads a small table per shard instead
+    of every record."""
+    return tar_url.removesuffix(".tar") + ".scores.parquet"
+
+
 def record_key(index: int) -> str:
     """Key of the ``index``-th record of a shard: digits only, so no tool splits it at a dot."""
     return f"{index:07d}"

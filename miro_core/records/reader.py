@@ -50,8 +50,14 @@ def default_cache_dir() -> str:
 
 
 def local_copy(url: str, cache_dir: str) -> str:
-    """A local path holding the shard at ``url`` (the path itself when it is on the local disk)."""
+    """A local path holding the shard at ``url`` (the path itself when it is on the local disk).
+
+    Every DataLoader worker of every process on a machine may ask for the same shard at once (a shuffle
+    block spreads the first batches over all its shards); a lock file per shard makes one of them download
+    it while the others wait, so a node fetches each shard once instead of once per worker.
+    """
     import fsspec
+    from filelock import FileLock
 
     from miro_core.data.atomic import is_local
 
@@ -62,9 +68,11 @@ def local_copy(url: str, cache_dir: str) -> str:
     local = os.path.join(cache_dir, f"{digest}-{os.path.basename(path)}")
     if not os.path.exists(local):
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{local}.tmp-{os.getpid()}"
-        fs.get(path, tmp)
-        os.replace(tmp, local)
+        with FileLock(f"{local}.lock"):
+            if not os.path.exists(local):  # another process may have fetched it while this one waited
+                tmp = f"{local}.tmp-{os.getpid()}"
+                fs.get(path, tmp)
+                os.replace(tmp, local)
     return local
 
 
@@ -227,7 +235,7 @@ class RecordDataset(Dataset):
         shard = self._shard(number)
         try:
             meta = json.loads(shard.member(inner, META_MEMBER))
-            return {
+            record = {
                 "index": index,
                 "input": self._npy(shard.member(inner, self.info.input_member)),
                 "tokens": self._npy(shard.member(inner, TOKENS_MEMBER)),
@@ -235,8 +243,15 @@ class RecordDataset(Dataset):
                 "scores": meta.get("scores", {}),
                 "caption": meta.get("caption", ""),
             }
-        except ValueError as err:
+        except (ValueError, AttributeError) as err:
             raise DataError(f"record {inner} of {self.urls[number]} is damaged ({err}); re-encode that shard") from None
+        for field in ("input", "tokens"):  # encoders never write NaN or inf: such values are damaged bytes
+            if record[field].dtype.kind == "f" and not np.isfinite(record[field]).all():
+                raise DataError(
+                    f"record {inner} of {self.urls[number]} is damaged (non-finite values in its {field}); "
+                    "re-encode that shard (delete it and its .json and .index.npy, then rerun `miro encode`)"
+                )
+        return record
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         return [self[i] for i in indices]
@@ -249,9 +264,15 @@ def empty_caption(info: RecordsInfo) -> tuple[torch.Tensor, torch.Tensor]:
 
     from miro_core.data.atomic import join
 
-    with fsspec.open(join(info.url, EMPTY_CAPTION_FILE), "rb") as handle:
-        stored = load(handle.read())
-    return stored["tokens"], stored["mask"].bool()
+    url = join(info.url, EMPTY_CAPTION_FILE)
+    try:
+        with fsspec.open(url, "rb") as handle:
+            stored = load(handle.read())
+        return stored["tokens"], stored["mask"].bool()
+    except FileNotFoundError:
+        raise DataError(f"{url} is missing; encode the records again (`miro encode`) to write it") from None
+    except Exception as err:  # noqa: BLE001 - safetensors reports damage with its own exception types
+        raise DataError(f"{url} is damaged ({err}); encode the records again (`miro encode`) to rewrite it") from None
 
 
 class Collate:

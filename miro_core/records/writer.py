@@ -2,8 +2,9 @@
 
 The tar is written in webdataset's layout with the standard ``tarfile`` module (``webdataset.TarWriter``
 adds nothing here but an extra encoding layer). A shard is finished when its sidecar ``<name>.json``
-exists; the sidecar is written after the tar has been renamed into place, so ``kill -9`` at any moment
-leaves either a finished shard or nothing but a temporary file (removed by the next run).
+exists; the sidecar is written after the tar, its member index and its score table (``<name>.scores.parquet``)
+have been renamed into place, so ``kill -9`` at any moment leaves either a finished shard or nothing but
+temporary files and files the next run rewrites.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from miro_core.records.layout import (
     VERSION,
     member_index_url,
     record_key,
+    score_table_url,
 )
 
 
@@ -68,6 +70,9 @@ class RecordShardWriter:
         self.channel_sums: np.ndarray | None = None
         self.channel_squares: np.ndarray | None = None
         self.channel_count = 0
+        #: Key, source shard, caption and raw scores of every record: ``<name>.scores.parquet``, an annotation
+        #: table (``miro bins fit RECORDS``).
+        self.score_rows: list[dict[str, Any]] = []
         self._context = atomic_open(self.tar_url, "wb")
         self._handle = self._context.__enter__()
         self._tar = tarfile.open(fileobj=self._handle, mode="w")
@@ -89,6 +94,8 @@ class RecordShardWriter:
         self._add_member(f"{key}.{TOKENS_MEMBER}", _npy_bytes(tokens.astype(np.float16, copy=False)))
         self._add_member(f"{key}.{MASK_MEMBER}", _npy_bytes(mask.astype(np.bool_, copy=False)))
         self._add_member(f"{key}.{META_MEMBER}", json.dumps(meta, allow_nan=True).encode("utf-8"))
+        self.score_rows.append({"key": meta.get("key"), "shard": meta.get("shard"), "caption": meta.get("caption"),
+                                **meta.get("scores", {})})
         if model_input.dtype != np.uint8:
             values = model_input.astype(np.float64).reshape(model_input.shape[0], -1)
             if self.channel_sums is None:
@@ -99,8 +106,9 @@ class RecordShardWriter:
             self.channel_count += values.shape[1]
         self.count += 1
 
-    def close(self) -> dict[str, Any]:
-        """Finish the shard; returns (and writes) its sidecar."""
+    def close(self, fault: str | None = None) -> dict[str, Any]:
+        """Finish the shard; returns (and writes) its sidecar. ``fault``: why its input shard could not be read
+        to its end (the records before the fault are kept), recorded in the sidecar."""
         self._tar.close()
         self._context.__exit__(None, None, None)
         sidecar: dict[str, Any] = {
@@ -110,15 +118,26 @@ class RecordShardWriter:
             "bytes": self.bytes,
             "source": self.source,
         }
+        if fault is not None:
+            sidecar["fault"] = fault
         if self.channel_sums is not None:
             sidecar["channel_sums"] = self.channel_sums.tolist()
             sidecar["channel_squares"] = self.channel_squares.tolist()  # type: ignore[union-attr]
             sidecar["channel_count"] = self.channel_count
         members = np.stack([np.asarray(self.offsets, np.int64), np.asarray(self.sizes, np.int64)], axis=-1)
         with atomic_open(member_index_url(self.tar_url), "wb") as handle:
-            handle.write(_npy_bytes(members.reshape(self.count, -1, 2)))
+            handle.write(_npy_bytes(members.reshape(self.count, len(self.offsets) // max(self.count, 1), 2)))
+        self._write_score_table()
         write_json(self.sidecar_url, sidecar)  # last: the shard counts as finished from here on
         return sidecar
+
+    def _write_score_table(self) -> None:
+        """``<name>.scores.parquet``: the raw scores again, as a table, so bins are refitted from records
+        without reading every record (a few dozen bytes per record against the record's kilobytes)."""
+        from miro_core.data.tables import write_table
+
+        columns = list(dict.fromkeys(k for row in self.score_rows for k in row))
+        write_table(score_table_url(self.tar_url), self.score_rows, columns or ["key", "shard", "caption"])
 
     def abort(self) -> None:
         """Drop the unfinished shard (its temporary file is removed)."""

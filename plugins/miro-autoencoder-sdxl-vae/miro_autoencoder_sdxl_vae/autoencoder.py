@@ -181,10 +181,14 @@ class SDXLVAE(Autoencoder):
 
         vae = self._require()
         latents = latents.float()
-        mean, std = self._scale_shift(latents)
+        # z = (x - bias) / scale with scale = 1 / std and bias = -mean / std rounded to float32: the map
+        # x * std + mean, computed as the released MIRO pipeline computes it, so that its truncated uint8
+        # images come out bit for bit (x * std + mean flips the odd pixel by one level).
+        mean, std = self._scale_shift(latents.double())
+        scale, bias = (1.0 / std).to(latents.dtype), (-mean / std).to(latents.dtype)
         param = next(vae.parameters())
         with torch.no_grad():
-            images = vae.decode((latents * std + mean).to(param.device, param.dtype)).sample
+            images = vae.decode(((latents - bias) / scale).to(param.device, param.dtype)).sample
         return images.float().clamp(-1.0, 1.0)
 
     # -- statistics ------------------------------------------------------------------------------------------

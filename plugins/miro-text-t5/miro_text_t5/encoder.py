@@ -1,9 +1,10 @@
 """``t5``: token states of a (FLAN-)T5 encoder, loaded from a local folder or the local Hugging Face cache.
 
-MIRO's released model uses FLAN-T5-XL (2048-d tokens). Padding positions are zeroed and reported as False
-in the mask. The tokenizer is always read from the same local folder and its vocabulary is checked against
-the model's embedding table: offline, a tokenizer asked for by hub name can come back almost empty without
-any error, and would silently turn every caption into unknown tokens.
+MIRO's released model uses FLAN-T5-XL (2048-d tokens). Padding positions are zeroed (``zero_padding: false``
+keeps T5's own states there, as miro-t2i does) and reported as False in the mask. The tokenizer is always
+read from the same local folder and its vocabulary is checked against the model's embedding table: offline,
+a tokenizer asked for by hub name can come back almost empty without any error, and would silently turn
+every caption into unknown tokens.
 """
 
 from __future__ import annotations
