@@ -124,7 +124,8 @@ def random_pickscore(tiny: bool) -> Any:
     import torch
     from miro_reward_common.clip_scorer import CLIPPreprocessing, ImageSettings
     from miro_reward_common.images import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-    from reward_throughput import clip_tokenizer, vit_h14_clip_config
+    from reward_memory import clip_h14_config
+    from reward_throughput import clip_tokenizer
 
     from miro_core.plugins import build_registry
 
@@ -132,7 +133,7 @@ def random_pickscore(tiny: bool) -> Any:
 
     def config() -> Any:
         if not tiny:
-            return vit_h14_clip_config()
+            return clip_h14_config()
         from transformers import CLIPConfig
 
         small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}

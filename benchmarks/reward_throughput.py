@@ -94,34 +94,6 @@ def xlmr_tokenizer() -> Any:
     return XLMRobertaTokenizer(vocab=specials + unigram_pieces(4000) + [("<mask>", 0.0)])
 
 
-# -- real-size models ------------------------------------------------------------------------------
-def vit_h14_clip_config() -> Any:
-    """laion/CLIP-ViT-H-14-laion2B-s32B-b79K (PickScore_v1, SciScore) as a transformers CLIPConfig."""
-    from transformers import CLIPConfig
-
-    return CLIPConfig(
-        text_config={
-            "vocab_size": 49408,
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "max_position_embeddings": 77,
-            "hidden_act": "gelu",
-        },
-        vision_config={
-            "hidden_size": 1280,
-            "intermediate_size": 5120,
-            "num_hidden_layers": 32,
-            "num_attention_heads": 16,
-            "image_size": 224,
-            "patch_size": 14,
-            "hidden_act": "gelu",
-        },
-        projection_dim=1024,
-    )
-
-
 _FILES: list[Any] = []  # temporary checkpoint folders, kept while their tensors are memory-mapped
 
 

@@ -375,24 +375,13 @@ def save_images(images: EvalImages, folder: Path) -> None:
 
 
 # -- scoring ------------------------------------------------------------------------------------------------
-def _finite_or_nan(value: Any) -> float:
-    """A reward's value as a float; anything that is not a finite number (inf, None, text) becomes NaN."""
-    if isinstance(value, bool):
-        return float("nan")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-    return number if math.isfinite(number) else float("nan")
-
-
 def _score_all(
     reward: Any, name: str, images: Sequence[Any], captions: Sequence[str], batch_size: int,
     warn: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """One reward's scores; it sees read-only views of the images, so it cannot change what the next reward
     (or the compositional judge) sees, and trying is reported through ``warn``."""
-    from miro_core.reward_contract import read_only_views, was_modified
+    from miro_core.reward_contract import finite_scores, read_only_views, was_modified
 
     values: list[float] = []
     modified = False
@@ -401,13 +390,8 @@ def _score_all(
         batch_captions = list(captions[start : start + batch_size])
         result = reward.score(batch_images, batch_captions)
         modified = modified or was_modified(batch_images)
-        if isinstance(result, (str, bytes)) or not hasattr(result, "__len__"):
-            raise DataError(f"reward {name} returned {type(result).__name__} {result!r}, not one score per image "
-                            "(a plugin bug: see miro_core.conformance.check_reward)")
-        if len(result) != len(batch_images):
-            raise DataError(f"reward {name} returned {len(result)} scores for {len(batch_images)} images "
-                            "(a plugin bug: see miro_core.conformance.check_reward)")
-        values += [_finite_or_nan(v) for v in result]
+        values += finite_scores(result, len(batch_images), f"reward {name!r}",
+                                "Nothing was written; miro_core.conformance.check_reward shows the problem")
     if modified and warn is not None:
         warn(f"reward {name} modified the images it was given; it got read-only views, so no other reward saw "
              "the change, but rewards must not modify their inputs")

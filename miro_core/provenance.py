@@ -27,18 +27,10 @@ def of_instance(registry: Any, table: str, instance: Any) -> dict[str, str] | No
     cls = type(instance)
     for entry in components.registrations(getattr(cls, "name", "")):
         if entry.cls is cls:
-            return components_record(entry)
+            return entry.record()
     return None
 
 
-def components_record(entry: Any) -> dict[str, str]:
-    return {
-        "name": entry.cls.name,
-        "version": str(entry.cls.version),
-        "plugin": entry.plugin,
-        "distribution": entry.distribution,
-        "distribution_version": entry.distribution_version,
-    }
 
 
 def rewards(registry: Any, names: Iterable[str] | Mapping[str, Any]) -> dict[str, dict[str, str]]:

@@ -54,6 +54,16 @@ class Registration:
     def matches(self, qualifier: str) -> bool:
         return qualifier in (self.distribution, self.plugin)
 
+    def record(self) -> dict[str, str]:
+        """What output folders record of a component: name, version, plugin, distribution and its version."""
+        return {
+            "name": self.cls.name,
+            "version": str(self.cls.version),
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "distribution_version": self.distribution_version,
+        }
+
 
 class ComponentTable(Generic[C]):
     """All registered implementations of one contract."""
@@ -309,11 +319,4 @@ class Registry:
         same error as using it.
         """
         components: ComponentTable[Any] = getattr(self, table)
-        entry = components.resolve(name)
-        return {
-            "name": entry.cls.name,
-            "version": str(entry.cls.version),
-            "plugin": entry.plugin,
-            "distribution": entry.distribution,
-            "distribution_version": entry.distribution_version,
-        }
+        return components.resolve(name).record()

@@ -53,7 +53,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_result(result: Any, expected: int, who: str, method: str = "score") -> list[Any]:
+ANNOTATION_STOPPED = (
+    "The run stopped; rows already saved are kept, and a rerun after the plugin is fixed continues"
+)
+
+
+def check_result(
+    result: Any, expected: int, who: str, method: str = "score", consequence: str = ANNOTATION_STOPPED
+) -> list[Any]:
     """The values of a reward's result as a list of length ``expected``, or RewardContractError."""
     problem = None
     values: list[Any] | None = None
@@ -77,9 +84,14 @@ def check_result(result: Any, expected: int, who: str, method: str = "score") ->
     if problem is not None:
         raise RewardContractError(
             f"{who} broke the reward contract: {method}() {problem}; {CONTRACT.format(method=method)}. "
-            "The run stopped; rows already saved are kept, and a rerun after the plugin is fixed continues"
+            f"{consequence}"
         )
     return values  # type: ignore[return-value]
+
+
+def finite_scores(result: Any, expected: int, who: str, consequence: str) -> list[float]:
+    """A batch result checked as annotation checks it, every value not a finite float as NaN (eval, serve)."""
+    return [as_score(value)[0] for value in check_result(result, expected, who, consequence=consequence)]
 
 
 def _is_scalar_array(value: Any) -> bool:

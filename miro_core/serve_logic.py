@@ -315,16 +315,6 @@ def scores_markdown(generation: Generation, reward_keys: Sequence[str], scorer_n
 # -- scoring ----------------------------------------------------------------------------------------------
 
 
-def _finite_or_nan(value: Any) -> float:
-    if isinstance(value, (bool, str, bytes)):
-        return float("nan")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-    return number if math.isfinite(number) else float("nan")
-
-
 class Scorer:
     """The rewards that measure the page's images, loaded once: the run's own when they load offline.
 
@@ -383,7 +373,7 @@ class Scorer:
         A reward that fails, or returns something other than one finite number per image, gives NaN for the
         batch (logged on the server's console); the page shows "n/a".
         """
-        from miro_core.reward_contract import read_only_views, was_modified
+        from miro_core.reward_contract import finite_scores, read_only_views, was_modified
 
         per_image: list[dict[str, float]] = [{} for _ in images]
         captions = [prompt] * len(images)
@@ -393,9 +383,7 @@ class Scorer:
                 result = reward.score(views, captions)
                 if was_modified(views):
                     log.warning("reward %s modified the images it was given (it got read-only views)", name)
-                if isinstance(result, (str, bytes)) or len(result) != len(images):
-                    raise ValueError(f"returned {result!r} for {len(images)} images")
-                values = [_finite_or_nan(v) for v in result]
+                values = finite_scores(result, len(images), f"reward {name!r}", "Its scores are left out")
             except Exception:
                 log.exception("reward %s failed to score", name)
                 values = [float("nan")] * len(images)
