@@ -12,7 +12,7 @@ PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGIN_PROJECTS))
 PYTEST_ARGS ?=
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 CONSTRAINTS := constraints.txt
-LINT_PATHS := miro_core cli plugins tests benchmarks configs scripts/distributions.py
+LINT_PATHS := miro_core cli plugins tests benchmarks configs scripts
 
 .PHONY: install browser demo test lint bench clean-venv constraints wheels-test
 
