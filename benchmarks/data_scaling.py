@@ -161,6 +161,8 @@ def main() -> None:
     report: dict[str, Any] = {"scaling": {}, "throughput": {}}
     template = None
     sizes = [int(s) for s in args.sizes.split(",")]
+    if any(size < SHARD or size % SHARD for size in sizes):
+        parser.error(f"--sizes must be multiples of the shard size, {SHARD} (got {args.sizes})")
     for size in sizes:
         start = time.perf_counter()
         template = write_scaled_records(work / f"records-{size}", size, template)

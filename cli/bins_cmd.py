@@ -23,7 +23,7 @@ def fit(
     bins: int = typer.Option(64, "--bins", min=2, max=4096, help="Bins per reward (MIRO: 64)."),
     strategy: str = typer.Option("quantile", "--strategy", help="quantile (MIRO) or uniform, or a plugin binner."),
     sample: int = typer.Option(100_000, "--sample", min=1, help="Rows sampled to estimate the edges."),
-    seed: int = typer.Option(0, "--seed", min=0),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     rewards: str = typer.Option(None, "--rewards", help="Only these reward columns (default: all)."),
     ties: str = typer.Option("released", "--ties", help="released (MIRO's rule) or spread (for tied scores)."),
     binner_option: list[str] = typer.Option(

@@ -18,7 +18,9 @@ def attach(app: typer.Typer) -> None:
 def shapes(
     out: str = typer.Option(..., "--out", help="Folder or fsspec URL for the shards."),
     n: int = typer.Option(2000, "--n", min=1, max=10**9, help="Number of samples."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same dataset."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**63 - 1, help="Random seed; the same seed gives the same dataset."
+    ),
     image_size: int = typer.Option(32, "--image-size", min=8, max=4096, help="Square image size in pixels."),
     samples_per_shard: int = typer.Option(500, "--samples-per-shard", min=1, max=10**7),
     degraded_fraction: float = typer.Option(0.5, "--degraded-fraction", min=0.0, max=1.0),

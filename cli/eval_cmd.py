@@ -25,7 +25,11 @@ def attach(app: typer.Typer) -> None:
 
 @user_errors
 def evaluate(
-    source: Path = typer.Argument(..., help="Run folder (`miro train`) or image folder (`miro sample` output)."),
+    source: Path = typer.Argument(
+        ...,
+        help="Run folder (`miro train`), image folder (`miro sample` output), or a released MIRO checkpoint: a "
+        "folder in the authors' layout or a Hugging Face repo id found in the local cache (nothing is downloaded).",
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for rows, summary tables, config and images."),
     rewards: str = typer.Option(
         None, "--rewards",
@@ -60,8 +64,10 @@ def evaluate(
     device: str = typer.Option("cpu", "--device"),
     weights: str = typer.Option("ema", "--weights", help="ema or raw."),
     no_images: bool = typer.Option(False, "--no-images", help="Do not save the generated images."),
+    variant: str = typer.Option(None, "--variant", help="Variant subfolder of a released checkpoint (miro-no-...)."),
 ) -> None:
     """Generate images for a prompt set (or read an image folder), score them, and write summary tables."""
+    from miro_core.authors_layout import released_folder
     from miro_core.config import build_config
     from miro_core.evaluation import COMPOSITIONAL, EvalConfig, run_eval
 
@@ -69,7 +75,7 @@ def evaluate(
         EvalConfig,
         None,
         {
-            "source": local_path(str(source)),
+            "source": released_folder(local_path(str(source)) or str(source), variant),
             "out": local_path(str(out)),
             "rewards": split_names(rewards) if rewards is not None else None,
             "prompts": str(prompts) if prompts is not None else None,

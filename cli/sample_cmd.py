@@ -34,7 +34,7 @@ def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
         if not prompts_file.is_file():
             raise ConfigError(f"--prompts-file {prompts_file} is not a file")
         try:
-            text = prompts_file.read_text(encoding="utf-8")
+            text = prompts_file.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not a prompt
         except UnicodeDecodeError:
             raise ConfigError(f"--prompts-file {prompts_file} is not UTF-8 text (one prompt per line)") from None
         prompts += [line.strip() for line in text.splitlines() if line.strip()]

@@ -27,17 +27,24 @@ def is_loopback(host: str) -> bool:
 
 @user_errors
 def serve(
-    run: Path = typer.Argument(DEFAULT_RUN, help="Run folder of `miro train` (default: what `make demo` trains)."),
+    run: Path = typer.Argument(
+        DEFAULT_RUN,
+        help="Run folder of `miro train` (default: what `make demo` trains), or a released MIRO checkpoint: a "
+        "folder in the authors' layout or a Hugging Face repo id found in the local cache (nothing is downloaded).",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; only this machine can reach 127.0.0.1."),
     port: int = typer.Option(7860, "--port", min=1, max=65535, help="TCP port of the page."),
     device: str = typer.Option("cpu", "--device"),
     weights: str = typer.Option("ema", "--weights", help="ema or raw."),
+    variant: str = typer.Option(None, "--variant", help="Variant subfolder of a released checkpoint (miro-no-...)."),
 ) -> None:
     """Serve a page to sample from RUN with a target and a negative-target slider per reward."""
+    from miro_core.authors_layout import released_folder
     from miro_core.serve_logic import ServeSession, check_run_folder
     from miro_core.webui import import_gradio
     from miro_core.webui import serve as serve_page
 
+    run = Path(released_folder(str(run), variant))
     check_run_folder(run)
     import_gradio()
     if not is_loopback(host):

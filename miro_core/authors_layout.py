@@ -184,14 +184,26 @@ def resolve_files(
         else:
             absent.append(filename)
     if absent:
+        from huggingface_hub import constants
+
         include = f" --include '{variant}/*'" if variant else ""
+        cache = Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{text.replace('/', '--')}"
         raise _missing(
             f"there is no folder {text!r} here, and {text} is not in the local Hugging Face cache (missing "
-            f"{', '.join(absent)}); nothing is downloaded",
+            f"{', '.join(absent)} at revision {revision or 'main'} under {cache}); nothing is downloaded",
             f"On a machine with network access run `hf download {text}{include} --local-dir FOLDER`, copy FOLDER "
-            "here and pass it instead of the repo id (or fill the local Hugging Face cache).",
+            "here and pass it instead of the repo id (or fill the local Hugging Face cache: HF_HUB_CACHE).",
         )
     return files["config.json"].parent, files
+
+
+def released_folder(source: str, variant: str | None = None) -> str:
+    """``source`` as it is, or, for a ``variant`` or a Hugging Face repo id, the local folder of that released
+    checkpoint (its subfolder, or its snapshot in the local cache): for commands that take a folder."""
+    text = str(source)
+    if variant is None and (Path(text).expanduser().exists() or text.count("/") != 1 or text.startswith((".", "~"))):
+        return text
+    return str(resolve_files(text, variant)[0])
 
 
 def is_authors_folder(source: str | Path, variant: str | None = None) -> bool:

@@ -83,8 +83,8 @@ class Binner(Component):
         if finite.size == 0:
             raise ValueError("no finite scores to fit bins on")
         edges = np.asarray(self.fit_edges(finite), dtype=np.float64)
-        if edges.shape != (self.num_bins,) or np.any(np.diff(edges) < 0):
-            raise ValueError(f"{self.name} produced invalid edges: need {self.num_bins} non-decreasing")
+        if edges.shape != (self.num_bins,) or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) < 0):
+            raise ValueError(f"{self.name} produced invalid edges: need {self.num_bins} finite, non-decreasing")
         self.edges = edges
         return self
 

@@ -512,11 +512,19 @@ class RecordEncoder:
 
     # -- run --------------------------------------------------------------------------------------
     def run(self) -> str:
+        from miro_core.data.lock import OutputLock
+
+        start = time.perf_counter()
+        # before the lock creates the output folder: a missing input must not leave an empty folder behind
+        planned = plan_sources(self.cfg.data)
+        # one writer per records folder: a second `miro encode` into it would remove this one's temporaries
+        with OutputLock(self.out, self.rank, self.world_size):
+            return self._run_locked(start, *planned)
+
+    def _run_locked(self, start: float, sources: list[Source], scores: list[str]) -> str:
         from miro_core.records.writer import remove_stale_temporaries, write_empty_caption, write_index
 
         cfg = self.cfg
-        start = time.perf_counter()
-        sources, scores = plan_sources(cfg.data)
         previous = self._check_previous()
         done = self._finished()
         if self.rank == 0:

@@ -9,6 +9,9 @@ images; a missing key gives an obscure ``KeyError``):
 - ``scale_at(step, steps)`` must be a finite number at every step: :func:`checked_weights`, run for every
   step before the first model evaluation (:func:`checked_weight` for one step).
 
+A strategy that overrides ``combine`` must return velocities shaped like the branches' (a wrong shape could
+broadcast into the sampler's update unnoticed), finite where both branches are: :func:`checked_combination`.
+
 Each violation raises :class:`~miro_core.errors.PluginError` naming the strategy and its distribution.
 """
 
@@ -98,3 +101,25 @@ def checked_weight(strategy: Any, step: int, num_steps: int, registry: Any = Non
 def checked_weights(strategy: Any, num_steps: int, registry: Any = None) -> list[float]:
     """The checked weight of every step ``0 .. num_steps - 1``."""
     return [checked_weight(strategy, step, num_steps, registry) for step in range(num_steps)]
+
+
+def checked_combination(
+    strategy: Any, combined: Any, v_positive: Any, v_negative: Any, *, finite: bool, registry: Any = None
+) -> Any:
+    """``combine``'s result, or PluginError when it is not shaped like the velocities; with ``finite`` (the
+    first guided evaluation only: one device sync per sampling call) also when it is not finite where both
+    branches are."""
+    shape = getattr(combined, "shape", None)
+    if shape is None or tuple(shape) != tuple(v_positive.shape):
+        raise _broken(
+            describe_strategy(strategy, registry),
+            f"combine() returned {type(combined).__name__} of shape {None if shape is None else tuple(shape)} "
+            f"for velocities of shape {tuple(v_positive.shape)}",
+        )
+    if finite:
+        import torch
+
+        both_finite = torch.isfinite(v_positive) & torch.isfinite(v_negative)
+        if not bool(torch.isfinite(combined)[both_finite].all()):
+            raise _broken(describe_strategy(strategy, registry), "combine() returned NaN or infinite velocities")
+    return combined

@@ -130,8 +130,10 @@ def check_latent_statistics(source: InitSource, autoencoder: dict[str, Any] | No
     mean, std = _statistics((autoencoder.get("options") or {}).get("statistics") or autoencoder.get("statistics"))
     if mean is None or std is None:
         return
+    # A float16 checkpoint stores its normalisation buffers rounded (relative error up to ~1e-3 once inverted),
+    # so the release's own statistics must still match it; other statistics differ by far more.
     if len(mean) != len(source.latent_mean) or any(
-        abs(a - b) > 1e-4 * max(1.0, abs(b)) for a, b in zip(mean + std, source.latent_mean + source.latent_std)
+        abs(a - b) > 2e-3 * max(1.0, abs(b)) for a, b in zip(mean + std, source.latent_mean + source.latent_std)
     ):
         raise ConfigError(
             f"--init-from {source.where}: the training latents were normalised with mean {mean} / std {std}, the "

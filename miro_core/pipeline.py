@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from PIL.Image import Image
 
-from miro_core.errors import ConfigError, DataError
+from miro_core.errors import ConfigError, DataError, UnknownComponentError
 from miro_core.guidance import check_reward_keys
 from miro_core.guidance_contract import checked_negative_targets
 from miro_core.sampling import Branch, guided_sample
@@ -73,6 +73,24 @@ def _is_run_folder(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and "model" in data
+
+
+#: The components a run folder records (config.json ``components``) that sampling needs, and their tables.
+RUN_COMPONENT_TABLES = {"backbone": "backbones", "text_encoder": "text_encoders", "autoencoder": "autoencoders"}
+
+
+def require_run_components(run: Path, config: Mapping[str, Any], registry: Any) -> None:
+    """Name the distribution to install when a run's backbone, text encoder or autoencoder plugin is missing
+    (instead of a bare "unknown text encoder")."""
+    for role, table in RUN_COMPONENT_TABLES.items():
+        record = (config.get("components") or {}).get(role)
+        if not isinstance(record, Mapping) or record.get("name") in getattr(registry, table):
+            continue
+        raise UnknownComponentError(
+            f"{run} was trained with the {role.replace('_', ' ')} {record.get('name')!r} of the distribution "
+            f"{record.get('distribution')} {record.get('distribution_version')}, which is not loaded here: install "
+            "it (or load it with --plugins-dir) and rerun; see `miro plugins`"
+        )
 
 
 class MiroPipeline:
@@ -165,6 +183,7 @@ class MiroPipeline:
         checkpoint = latest_checkpoint(run)
         if checkpoint is None:
             raise ConfigError(f"{run} has no checkpoint yet (no latest.json); train it with `miro train`")
+        require_run_components(run, config, registry)
         spec = ModelSpec(**config["model"])
         model = build_model(spec, registry)
         name = "model_ema.safetensors" if weights == "ema" else "model.safetensors"

@@ -16,7 +16,7 @@ from miro_core.autoencoder import Autoencoder
 from miro_core.backbone import Backbone
 from miro_core.binning import Binner
 from miro_core.component import Component
-from miro_core.errors import DuplicateNameError, PluginError, UnknownComponentError
+from miro_core.errors import DuplicateNameError, MiroError, PluginError, UnknownComponentError
 from miro_core.guidance import GuidanceStrategy
 from miro_core.rewards import RewardModel
 from miro_core.sampler import Sampler
@@ -159,7 +159,17 @@ class ComponentTable(Generic[C]):
         return self.resolve(name).cls
 
     def create(self, name: str, options: dict[str, Any] | None = None) -> C:
-        return self.get(name)(options)
+        """An instance of ``name``; a plugin whose constructor raises is named, not reported as a core bug."""
+        entry = self.resolve(name)
+        try:
+            return entry.cls(options)
+        except MiroError:
+            raise
+        except Exception as err:
+            raise PluginError(
+                f"{self.kind} {entry.cls.name!r} from {entry.describe()} failed to initialise: "
+                f"{type(err).__name__}: {err}"
+            ) from err
 
     def provider(self, name: str) -> str:
         """The plugin (entry point name) that registered ``name``."""

@@ -118,7 +118,10 @@ def as_score(value: Any) -> tuple[float, str | None]:
     if value is None:
         return math.nan, "score is None, not a float"
     if isinstance(value, numbers.Real):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int (or Fraction) beyond the float range
+            return math.nan, "score is beyond the float range, not a finite float"
         if math.isnan(number):
             return math.nan, "score is NaN"
         if math.isinf(number):

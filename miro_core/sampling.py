@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from miro_core.guidance import GuidanceStrategy
-from miro_core.guidance_contract import checked_weight, checked_weights
+from miro_core.guidance_contract import checked_combination, checked_weight, checked_weights
 from miro_core.sampler import Sampler
 
 
@@ -84,6 +84,7 @@ def guided_sample(
     n = noise.shape[0]
     # every step's weight, checked before the first model evaluation (a plugin's NaN would give black images)
     weights = checked_weights(strategy, num_steps)
+    combined_once: list[bool] = []  # combine's result is checked for finiteness at the first guided step only
 
     def velocity(
         x: torch.Tensor, t: float, step: int, states: BranchStates | None
@@ -98,6 +99,9 @@ def guided_sample(
         v, state = evaluate(model, torch.cat([x, x]), times, both, _stack_states(states.positive, states.negative))
         v_pos, v_neg = v[:n], v[n:]
         split = BranchStates() if state is None else BranchStates(state[:n], state[n:])
-        return strategy.combine(v_pos, v_neg, weight), split
+        combined = checked_combination(strategy, strategy.combine(v_pos, v_neg, weight), v_pos, v_neg,
+                                       finite=not combined_once)
+        combined_once.append(True)
+        return combined, split
 
     return sampler.integrate(velocity, noise, num_steps)

@@ -297,7 +297,7 @@ class Trainer:
         self.run_dir = Path(cfg.out)
 
     # -- setup ----------------------------------------------------------------------------------
-    def _check_run_folder(self, resume: bool) -> dict[str, Any] | None:
+    def _check_run_folder(self, resume: bool, records: Any) -> dict[str, Any] | None:
         from miro_core.run_folder import read_run_config
 
         config_path = self.run_dir / "config.json"
@@ -307,17 +307,54 @@ class Trainer:
             raise ConfigError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
-        previous = read_run_config(self.run_dir)["train"]
+        run_config = read_run_config(self.run_dir)
+        previous = run_config["train"]
         current = self.cfg.model_dump(mode="json")
         defaults = TrainConfig(data=self.cfg.data).model_dump(mode="json")  # runs older than an option
         changed = [
             k for k in current if k not in RESUMABLE_CHANGES and previous.get(k, defaults[k]) != current[k]
         ]
+        if run_config.get("processes") is not None:  # runs older than this record refuse any batch change
+            changed = self._check_global_batch(run_config, changed, defaults)
+        self._check_same_records(run_config.get("data") or {}, records)
         if changed:
             raise ConfigError(
                 f"cannot resume {self.run_dir}: options changed since it started: {', '.join(sorted(changed))}"
             )
         return previous
+
+    def _check_global_batch(
+        self, run_config: dict[str, Any], changed: list[str], defaults: dict[str, Any]
+    ) -> list[str]:
+        """Allow another batch size, accumulation or process count on resume when the global batch stays:
+        step ``s`` then reads the same records (``records/order.py``); refuse a different global batch."""
+        previous, cfg = run_config["train"], self.cfg
+        batch, accum = (previous.get(k, defaults[k]) for k in ("batch_size", "grad_accumulation"))
+        processes = int(run_config["processes"])
+        world = self.accelerator.num_processes
+        before, now = batch * processes * accum, cfg.batch_size * world * cfg.grad_accumulation
+        if before != now:
+            raise ConfigError(
+                f"cannot resume {self.run_dir}: the global batch (batch_size x processes x grad_accumulation) "
+                f"was {batch} x {processes} x {accum} = {before} when the run started and is "
+                f"{cfg.batch_size} x {world} x {cfg.grad_accumulation} = {now} now; a resumed step reads the "
+                f"records of the same step only with the same global batch: keep {before}, e.g. with "
+                "--batch-size or grad_accumulation"
+            )
+        return [k for k in changed if k not in ("batch_size", "grad_accumulation")]
+
+    def _check_same_records(self, data: dict[str, Any], records: Any) -> None:
+        """The data order is a function of the records' shard sizes: refuse records that changed under a run."""
+        if data.get("samples") is None or data.get("shards") is None:
+            return
+        then, now = (int(data["samples"]), int(data["shards"])), (records.samples, len(records.shards))
+        if then != now:
+            raise ConfigError(
+                f"cannot resume {self.run_dir}: the records at {records.url} changed since the run started "
+                f"({then[0]} samples in {then[1]} shards then, {now[0]} in {now[1]} now); a resumed run continues "
+                "the data order only on the same records: restore them, or start a new run from this one's "
+                f"weights with --init-from {self.run_dir}"
+            )
 
     def _records(self) -> Any:
         """The records to train on: ``data`` itself, or the records cache of an annotation folder
@@ -379,9 +416,7 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
-        from miro_core import acceleration
-        from miro_core.model import build_model
-        from miro_core.run_folder import write_json_atomic
+        from miro_core.data.lock import OutputLock
 
         self.started_at = time.perf_counter()
         self.first_step_at: float | None = None  # when the first step of this call ended (time to first step)
@@ -393,10 +428,19 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
         )
         self.accelerator = accelerator
+        # one writer per run folder: a second `miro train --out RUN --resume` is refused, naming this process
+        with OutputLock(str(self.run_dir), accelerator.process_index, accelerator.num_processes):
+            return self._run_locked(accelerator, resume, stop_at_step)
+
+    def _run_locked(self, accelerator: Any, resume: bool, stop_at_step: int | None) -> Path:
+        from miro_core import acceleration
+        from miro_core.model import build_model
+        from miro_core.run_folder import write_json_atomic
+
         records = self._records()
         cfg = self.cfg
         if accelerator.is_main_process:
-            self._check_run_folder(resume)
+            self._check_run_folder(resume, records)
         accelerator.wait_for_everyone()
         reward_keys, bins = resolve_reward_keys(cfg, self.registry, records)
         missing = [k for k in reward_keys if k not in records.score_keys]
@@ -524,6 +568,8 @@ class Trainer:
             "init_from": getattr(self, "init_report", None),
             "data": {"path": self.cfg.data, "records": records.url, "samples": records.samples,
                      "shards": len(records.shards)},
+            # with the config's batch_size and grad_accumulation: the global batch a resume must keep
+            "processes": self.accelerator.num_processes,
             "example_prompts": self.data.captions[1:9],
             "components": provenance.run_components(
                 self.registry, backbone=spec.backbone, text_encoder=self.cfg.text_encoder,

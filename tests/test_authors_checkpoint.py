@@ -123,8 +123,9 @@ def test_float16_variant_from_the_local_hf_cache(registry, reference, cases, tmp
     assert max_diff(out, reference["variant_guided.latents"]) <= TOLERANCE
     with pytest.raises(ConfigError, match="clip_score"):
         pipe(**{**case_kwargs(case, reference), "reward_targets": {"aesthetic_score": 1.0}}, output_type="latent")
-    with pytest.raises(MissingWeightsError, match="not in the local Hugging Face cache"):
+    with pytest.raises(MissingWeightsError, match="not in the local Hugging Face cache") as err:
         MiroPipeline.from_pretrained("nicolas-dufour/miro", registry=registry)
+    assert f"revision main under {tmp_path / 'models--nicolas-dufour--miro'}" in str(err.value)  # where it looked
 
 
 def test_missing_files_are_named(registry, tmp_path):
@@ -489,3 +490,40 @@ def test_concatenated_tokens_and_t5_padding_from_prompts(registry, reference, ca
     # difference (keeping T5's padded states wrong moved pixels by up to 174 levels).
     differ = (pixels - expected).abs()
     assert int(differ.max()) <= 1 and float((differ > 0).float().mean()) < 0.01
+
+
+def test_eval_and_serve_take_a_hub_id_and_variant_from_the_local_cache(tmp_path, monkeypatch):
+    """`miro eval` and `miro serve` take a released checkpoint by repo id (+ --variant) from the local HF cache,
+    as `miro sample` and MiroPipeline.from_pretrained do."""
+    import huggingface_hub.constants
+
+    import miro_core.webui
+    from miro_cli.main import app
+    from miro_core.authors_layout import released_folder
+
+    fake_hf_cache(tmp_path, "nicolas-dufour/miro-ablations")
+    hf_cache_with_release_dependencies(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    folder = released_folder("nicolas-dufour/miro-ablations", "concat-tokens")
+    assert Path(folder).parent.parent.name == "snapshots" and Path(folder).name == "concat-tokens"
+    assert released_folder(str(FIXTURE)) == str(FIXTURE)
+    assert released_folder(str(FIXTURE), "miro-only-clip") == str(FIXTURE / "miro-only-clip")
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        app, ["eval", "nicolas-dufour/miro-ablations", "--variant", "concat-tokens", "--out", str(out), "--prompts",
+              str(prompts), "--n", "1", "--steps", "1", "--rewards", "shapes-aesthetic"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rewards"]["shapes-aesthetic"]["count"] == 1
+
+    served = {}
+    monkeypatch.setattr(miro_core.webui, "serve", lambda session, host, port: served.update(session=session))
+    result = CliRunner().invoke(app, ["serve", "nicolas-dufour/miro-ablations", "--variant", "miro-only-clip"])
+    assert result.exit_code == 0, result.output
+    assert served["session"].reward_keys == ["clip_score"]
+    result = CliRunner().invoke(app, ["eval", "nicolas-dufour/miro", "--out", str(tmp_path / "e2")])
+    assert result.exit_code == 1 and "not in the local Hugging Face cache" in result.output

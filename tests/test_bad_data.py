@@ -605,7 +605,7 @@ def test_config_file_values_are_range_checked_before_data_is_read(tmp_path: Path
 
 
 def test_bins_options_are_range_checked(tmp_path: Path):
-    for arguments in (["--bins", "1"], ["--sample", "0"], ["--bins", "100000"]):
+    for arguments in (["--bins", "1"], ["--sample", "0"], ["--bins", "100000"], ["--seed", str(2**64)]):
         result = CliRunner().invoke(app, ["bins", "fit", str(tmp_path), "--out", str(tmp_path / "b.json"), *arguments])
         assert result.exit_code == 2 and arguments[0] in result.output
 
@@ -902,3 +902,43 @@ def test_extreme_aspect_ratios_resize_in_bounded_memory(monkeypatch):
     pixels = resize_crop(strip, 32)
     assert pixels.shape == (3, 32, 32) and (pixels[:, 16, 16] == (10, 200, 30)).all()
     assert max(w * h for w, h in requested) <= 8 * 32 * 32, requested
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_shapes_seed_is_range_checked(tmp_path: Path, seed: str):
+    result = CliRunner().invoke(app, ["data", "shapes", "--n", "2", "--out", str(tmp_path / "d"), "--seed", seed])
+    assert result.exit_code == 2 and "--seed" in result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_byte_order_mark_is_not_part_of_a_caption(tmp_path: Path):
+    """Windows editors start UTF-8 text with U+FEFF; it must not reach caption-reading rewards or the text encoder."""
+    members = fc.sample("bom", fc.png(), caption="placeholder")
+    members = [(name, "\ufeffa red circle\r\n".encode() if name.endswith(".txt") else data) for name, data in members]
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(members))
+    annotate(tmp_path / "data", tmp_path / "out", [MeanRed()])
+    assert [r["caption"] for r in rows(tmp_path / "out")] == ["a red circle"]
+
+
+def test_a_prompts_file_with_a_byte_order_mark(tmp_path: Path):
+    from miro_cli.sample_cmd import read_prompts
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes("\ufeffa red circle\r\na blue square\r\n".encode())
+    assert read_prompts([], prompts) == ["a red circle", "a blue square"]
+
+
+class HugeInt(RewardModel):
+    name = "huge-int"
+
+    def score(self, images, captions):
+        return [10**400 for _ in images]
+
+
+def test_an_int_beyond_the_float_range_is_a_row_error(tmp_path: Path):
+    """float(10**400) raises OverflowError: it was reported as an unexpected failure of the framework."""
+    fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("h", 2)))
+    annotate(tmp_path / "data", tmp_path / "out", [HugeInt(), MeanRed()])
+    reasons = [e["reason"] for e in errors(tmp_path / "out")]
+    assert reasons == ["score is beyond the float range, not a finite float"] * 2
+    assert all(not math.isnan(r["mean-red"]) for r in rows(tmp_path / "out"))

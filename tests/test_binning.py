@@ -185,3 +185,19 @@ def test_version_1_bins_files_still_load(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(legacy))
     bins = BinsFile.load(str(tmp_path / "old.json"))
     np.testing.assert_array_equal(bins.levels("r", np.array([0.5, 1.5, 5.0])), [0.0, 0.5, 1.0])
+
+
+def test_a_binner_whose_edges_hold_nan_is_refused():
+    """NaN compares false both ways, so a NaN edge slipped past the non-decreasing check into bins.json."""
+    from miro_core.binning import Binner
+
+    class NanEdges(Binner):
+        name = "nan-edges"
+
+        def fit_edges(self, values):
+            edges = np.linspace(0.0, 1.0, self.num_bins)
+            edges[2] = np.nan
+            return edges
+
+    with pytest.raises(ValueError, match="nan-edges produced invalid edges: need 8 finite"):
+        NanEdges({"num_bins": 8}).fit(np.arange(20.0))

@@ -124,6 +124,25 @@ def test_a_reward_returning_infinity_or_text():
     assert "is str '0.5', not a float" in failed["one float per sample"]
 
 
+def test_the_kit_judges_result_containers_as_the_engine_does():
+    """A dict of the right length passed the length check (the engine refuses it), an int beyond the float range
+    crashed the kit, and a 1-D tensor (which the engine accepts) failed it."""
+    failed = failed_checks(reward(lambda self, images, captions: {i: 0.5 for i in range(len(images))}))
+    assert "returned dict" in failed["one float per sample"]
+    failed = failed_checks(reward(lambda self, images, captions: [10**400] * len(images)))
+    assert "is an int beyond the float range" in failed["one float per sample"]
+    failed = failed_checks(reward(lambda self, images, captions: np.full((len(images), 1), 0.5)))
+    assert "not 1-D" in failed["one float per sample"]
+
+    def tensor(self, images, captions):
+        import torch
+
+        return torch.full((len(images),), 0.5)
+
+    report = check_reward(reward(tensor), raise_on_failure=False, light_import=False)
+    assert "one float per sample" not in report.failed
+
+
 def test_a_reward_that_modifies_the_shared_images():
     def score(self, images, captions):
         for image in images:

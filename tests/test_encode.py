@@ -154,6 +154,20 @@ def test_kill_9_then_rerun_gives_the_records_of_an_uninterrupted_run(tiny_annota
     assert read_records(str(killed)).samples == 240
 
 
+def test_a_second_encode_into_the_same_folder_is_refused(tiny_annotations, tmp_path):
+    """A second `miro encode` into a folder being written removed the first one's temporaries."""
+    from miro_core.data.lock import OutputLock
+
+    out = tmp_path / "pixels"
+    with OutputLock(str(out)):  # another process encoding into it (a second flock on the file conflicts)
+        result = CliRunner().invoke(
+            app, ["encode", str(tiny_annotations), "--autoencoder", "pixels", "--image-size", "32", "--out", str(out),
+                  "--workers", "0", "--quiet", *TEXT],
+        )
+    assert result.exit_code == 1 and "is being written by another process" in result.output, result.output
+    assert not (out / "records.json").exists()
+
+
 def test_encode_errors_are_one_line(tiny_annotations, latent_records, vae_folder, tmp_path):
     runner = CliRunner()
     unknown = runner.invoke(app, ["encode", str(tiny_annotations), "--autoencoder", "nope", "--out", str(tmp_path)])
@@ -313,3 +327,15 @@ def test_records_settings_are_compared_as_the_encoders_run_with_them(tiny_annota
     cfg = tiny_train_config(tmp_path / "rec", None, tmp_path / "run3", no_rewards=False, text_encoder_options={})
     with pytest.raises(Exception, match="no bins file at .*rec/bins.json or .*ann/bins.json"):
         Trainer(cfg, registry, progress=False).run()
+
+
+@pytest.mark.parametrize("command", ["encode", "train"])
+def test_a_missing_input_is_named_and_no_folder_is_left_behind(command: str, tmp_path: Path):
+    missing = tmp_path / "typo"
+    args = [command, str(missing)] if command == "encode" else [command, "--data", str(missing)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--autoencoder", "pixels"])
+    assert result.exit_code == 1 and f"dataset {missing} does not exist" in result.output, result.output
+    assert not missing.exists(), "the input's records cache is not created before the input is found"
+    assert command == "train" or not (tmp_path / "out").exists()
+    memory = CliRunner().invoke(app, [*args[:-1], "memory://nothing", "--out", str(tmp_path / "out")])
+    assert memory.exit_code == 1 and "an in-memory filesystem lives only inside one process" in memory.output

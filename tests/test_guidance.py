@@ -98,3 +98,26 @@ def test_zero_weight_steps_skip_the_negative_branch(registry):
     neg = Branch(torch.zeros(1, 2, 2), torch.ones(1, 2, dtype=torch.bool), None)
     guided_sample(model, torch.zeros(1, 1, 1, 1), pos, neg, strategy, registry.samplers.create("euler"), 4)
     assert model.calls == [1, 1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("combine", "message"),
+    [
+        (lambda v_pos, v_neg, w: v_pos[:, :1], r"combine\(\) returned Tensor of shape \(2, 1, 1, 1\)"),
+        (lambda v_pos, v_neg, w: v_pos * float("nan"), "NaN or infinite velocities"),
+    ],
+)
+def test_a_combine_override_of_the_wrong_shape_or_non_finite_is_refused(registry, combine, message):
+    """A wrong shape broadcast into the sampler's update (grey images, exit 0); NaN gave black images."""
+    from miro_core.errors import PluginError
+    from miro_core.guidance import GuidanceStrategy
+
+    class Broken(GuidanceStrategy):
+        name = "broken-combine"
+
+    Broken.combine = staticmethod(combine)
+    pos = Branch(torch.ones(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3))
+    neg = Branch(torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 3))
+    with pytest.raises(PluginError, match=message):
+        guided_sample(FakeModel(), torch.ones(2, 2, 1, 1), pos, neg, Broken({"scale": 2.0}),
+                      registry.samplers.create("euler"), num_steps=2)

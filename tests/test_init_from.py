@@ -91,6 +91,28 @@ def test_latent_statistics_must_match():
         init_from.check_latent_statistics(source, other)
 
 
+def test_float16_buffers_match_the_release_statistics(tmp_path):
+    """A float16 copy stores its normalisation buffers rounded; data encoded with the release's statistics
+    (configs/sdxl-release-statistics.json, what docs/training.md says to use) is still accepted."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from miro_core import init_from
+
+    folder = tmp_path / "fp16"
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("miro-only-clip", "concat-tokens", "t5", "vae"))
+    state = load_file(str(folder / "model.safetensors"))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_file(half, str(folder / "model.safetensors"))
+    source = init_from.load_init_source(str(folder))
+    released = json.loads((Path(__file__).parents[1] / "configs" / "sdxl-release-statistics.json").read_text())
+    init_from.check_latent_statistics(source, {"name": "sdxl-vae", "options": {"statistics": released}})
+    plain_scale = {"mean": [0.0] * 4, "std": [1 / 0.13025] * 4}  # the release's other (not channel-wise) statistics
+    with pytest.raises(ConfigError, match="latent_statistics.json"):
+        init_from.check_latent_statistics(source, {"name": "sdxl-vae", "options": {"statistics": plain_scale}})
+
+
 def test_converted_run_folder_is_a_source(registry, tmp_path):
     from miro_core import init_from
     from miro_core.convert import convert_release

@@ -479,3 +479,20 @@ def test_a_binner_whose_levels_break_the_contract_fails_naming_it(tiny_annotatio
     fitted.save(str(tmp_path / "bins.json"))
     with pytest.raises(PluginError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         BinsFile.load(str(tmp_path / "bins.json"), registry=plugin_level_rule_binner(transform))
+
+
+def test_a_component_whose_constructor_raises_is_named_with_its_distribution():
+    """Not "unexpected RuntimeError ... probably a bug": the plugin is named, so the user knows whose it is."""
+
+    class Boom(make_reward("boom")):
+        def __init__(self, options=None):
+            raise RuntimeError("init boom")
+
+    def register_rewards(register):
+        register(Boom)
+
+    module = plugin_module("boomer", distribution="boom-dist", register_rewards=register_rewards)
+    reg = build_registry(load_entry_points=False, extra_plugins=[("boomer", module)])
+    expected = r"reward 'boom' from boom-dist .* failed to initialise: RuntimeError: init boom"
+    with pytest.raises(PluginError, match=expected):
+        reg.rewards.create("boom")

@@ -191,3 +191,13 @@ def test_clip_hidden_layer_and_length_checks(clip_dir):
         CLIPTextEncoder({"checkpoint": str(clip_dir), "max_length": 41}).load()
     with pytest.raises(ConfigError, match="3 layers"):
         CLIPTextEncoder({"checkpoint": str(clip_dir), "hidden_layer": -4}).load()
+
+
+@pytest.mark.parametrize(("cls", "make"), [(T5TextEncoder, _t5_folder), (CLIPTextEncoder, _clip_folder)])
+def test_small_vocabulary_that_fits_the_model_loads(cls, make, tmp_path):
+    """A tiny model whose tokenizer covers its whole embedding table (here 15 entries) is not "nearly empty"."""
+    make(tmp_path, words=["a", "photo", "of", "cat", "red", "blue", "circle", "square", "on", "the", "big", "small"])
+    encoder = cls({"checkpoint": str(tmp_path), "max_length": 8})
+    encoder.load()
+    tokens, mask = encoder.encode(["a red circle"])
+    assert tokens.shape[:2] == (1, 8) and int(mask.sum()) >= 3

@@ -83,6 +83,36 @@ def test_existing_run_needs_resume_and_matching_options(tiny_run: Path, tiny_ann
         Trainer(changed, registry, progress=False).run(resume=True)
 
 
+def test_resume_keeps_the_global_batch_not_the_batch_size(tiny_annotations, tiny_bins, registry, tmp_path):
+    """Another batch size or accumulation is fine on resume when the global batch (what decides which records
+    step s reads) stays; another global batch would silently reread or skip records, so it is refused."""
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(tiny_annotations, tiny_bins, run), registry, progress=False).run(stop_at_step=2)
+    assert json.loads((run / "config.json").read_text())["processes"] == 1
+    halved = tiny_train_config(tiny_annotations, tiny_bins, run, batch_size=4)
+    with pytest.raises(ConfigError, match=r"global batch .* 8 x 1 x 1 = 8 when the run started .* 4 x 1 x 1 = 4"):
+        Trainer(halved, registry, progress=False).run(resume=True)
+    same = tiny_train_config(tiny_annotations, tiny_bins, run, batch_size=4, grad_accumulation=2)
+    Trainer(same, registry, progress=False).run(resume=True)
+    assert json.loads((run / "latest.json").read_text())["step"] == 4
+
+
+def test_resume_refuses_records_that_changed_under_the_run(tiny_run: Path, tiny_annotations, tiny_bins, registry,
+                                                            tmp_path):
+    import shutil
+
+    records = tmp_path / "records"
+    shutil.copytree(json.loads((tiny_run / "config.json").read_text())["data"]["records"], records)
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(records, tiny_bins, run), registry, progress=False).run(stop_at_step=2)
+    index = json.loads((records / "records.json").read_text())
+    dropped = index["shardlist"].pop()  # as if the records had been encoded from fewer (or more) shards
+    index["samples"] -= dropped["nsamples"]
+    (records / "records.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match=r"records at .* changed since the run started \(240 samples in 3 shards"):
+        Trainer(tiny_train_config(records, tiny_bins, run), registry, progress=False).run(resume=True)
+
+
 def micro_batch(order: ShuffledOrder, batch: int, step: int, rank: int, world: int) -> list[int]:
     return next(iter(StepSampler(order, batch, rank=rank, world=world, start_step=step)))
 
@@ -274,3 +304,25 @@ def test_throughput_and_mfu_are_logged(tiny_annotations, tiny_bins, registry, tm
     assert {"train/samples_per_second", "train/mfu", "train/data_wait_share", "train/steps_per_second"} <= tags
     # every log_every steps and at the last step (a short run still gets its throughput logged)
     assert [e.step for e in events.Scalars("train/samples_per_second")] == [3, 4]
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tiny_run: Path, tiny_annotations, tiny_bins, registry):
+    """Two `miro train --out RUN --resume` at once interleaved checkpoints; one writer per run folder."""
+    from miro_core.data.lock import OutputLock
+    from miro_core.errors import OutputLockedError
+
+    latest = (tiny_run / "latest.json").read_text()
+    with OutputLock(str(tiny_run)):  # another process training into it (a second flock on the file conflicts)
+        with pytest.raises(OutputLockedError, match="being written by another process"):
+            config = tiny_train_config(tiny_annotations, tiny_bins, tiny_run, steps=8)
+            Trainer(config, registry, progress=False).run(resume=True)
+    assert (tiny_run / "latest.json").read_text() == latest
+
+
+def test_a_run_whose_text_encoder_plugin_is_missing_names_its_distribution(tiny_run: Path, monkeypatch):
+    from miro_core.errors import UnknownComponentError
+    from miro_core.plugins import build_registry
+
+    monkeypatch.setenv("MIRO_BLOCK_PLUGINS", "miro-text-minilm")
+    with pytest.raises(UnknownComponentError, match="text encoder 'minilm' of the distribution miro-text-minilm"):
+        MiroPipeline.from_pretrained(tiny_run, registry=build_registry())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,14 +60,19 @@ def _snapshot(images: Sequence[Any]) -> list[tuple[str, tuple[int, int], bytes, 
 def _scores(values: Any, expected: int, what: str) -> np.ndarray:
     """Validate a reward's return value against the contract; NaN allowed, infinities not."""
     require(
-        not isinstance(values, (float, int, str, bytes)) and hasattr(values, "__len__"),
+        not isinstance(values, (float, int, str, bytes, Mapping, set, frozenset)) and hasattr(values, "__len__"),
         f"{what} returned {type(values).__name__} {values!r}; return a list with one float per sample",
     )
+    if hasattr(values, "ndim") and hasattr(values, "tolist"):  # a 1-D array or tensor, as the engine accepts
+        require(values.ndim == 1, f"{what} returned an array of shape {tuple(values.shape)}, not 1-D")
+        values = values.tolist()
     require(len(values) == expected, f"{what} returned {len(values)} scores for {expected} samples")
     out = []
     for index, value in enumerate(values):
         ok = isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_))
         require(ok, f"{what}: score {index} is {type(value).__name__} {value!r}, not a float")
+        require(not isinstance(value, int) or abs(value) <= sys.float_info.max,
+                f"{what}: score {index} is an int beyond the float range")
         number = float(value)
         require(not math.isinf(number), f"{what}: score {index} is {number}; return NaN for a sample you cannot score")
         out.append(number)

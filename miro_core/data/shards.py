@@ -75,6 +75,11 @@ def list_shards(url: str) -> list[str]:
             raise DataError(f"{url} is a file but not a .tar shard; pass a folder of .tar shards or one .tar file")
         return [url]
     if not found:
+        if url.startswith("memory://"):  # `miro data shapes --out memory://...` is refused: it would be lost
+            raise DataError(
+                f"dataset {url} does not exist: an in-memory filesystem lives only inside one process, so "
+                "another command cannot read it; write the data to a folder or a persistent URL (file://, s3://)"
+            )
         raise DataError(f"dataset {url} does not exist; create one with `miro data shapes --out {url}`")
     try:
         shards = sorted({s for suffix in SHARD_SUFFIXES for s in glob_urls(url, f"*{suffix}")})
@@ -297,7 +302,7 @@ def _make_sample(url: str, prefix: str, group: dict[str, tuple[bytes | None, int
             problem = problem or _member_problem(key, caption_ext, size, note, "caption")
         else:
             try:
-                caption = caption_bytes.decode("utf-8")
+                caption = caption_bytes.decode("utf-8-sig")  # a leading byte-order mark is not caption text
             except UnicodeDecodeError as err:
                 problem = problem or (
                     f"caption {key}.{caption_ext} is not valid UTF-8 (byte 0x{caption_bytes[err.start]:02x} at "

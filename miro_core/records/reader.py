@@ -322,6 +322,9 @@ def die_with_parent(_worker_id: int = 0) -> None:
     import signal
     import sys
 
+    from miro_core.data.lock import close_in_child
+
+    close_in_child()  # the parent's output lock is its own: a worker must not keep it after the parent dies
     if sys.platform.startswith("linux"):
         import ctypes
 

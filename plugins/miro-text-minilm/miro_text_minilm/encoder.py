@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from miro_core.errors import MissingWeightsError
+from miro_core.local_weights import check_vocabulary
 from miro_core.text_encoder import TextEncoder
 
 if TYPE_CHECKING:
@@ -59,16 +60,19 @@ class MiniLMTextEncoder(TextEncoder):
         hf_logging.disable_progress_bar()
         folder = self.model_dir()
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        if len(tokenizer) < 1000:
-            raise MissingWeightsError(f"minilm: the tokenizer in {folder} has only {len(tokenizer)} tokens")
         model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=getattr(torch, dtype))
+        # against the model's own table, as the t5 and clip-text plugins do: a small BERT is a valid checkpoint
+        check_vocabulary(
+            tokenizer, int(model.config.vocab_size), folder, lambda why: MissingWeightsError(f"minilm: {why}"),
+            self.name,
+        )
         self._model = model.eval().requires_grad_(False).to(device)
         self._tokenizer = tokenizer
         self._device = device
 
     @property
     def dim(self) -> int:
-        return 384
+        return 384 if self._model is None else int(self._model.config.hidden_size)
 
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
