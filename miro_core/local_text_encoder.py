@@ -102,6 +102,9 @@ class LocalTextEncoder(TextEncoder):
         except (OSError, ValueError) as err:
             raise self.missing(f"could not load the tokenizer from {tok_dir}: {err}") from None
         model_class = getattr(transformers, self.model_class)
+        # a small text encoder loads in a moment; transformers' per-tensor bar would only break our own bars
+        # (and ignore `--quiet`), as the minilm plugin does
+        transformers.utils.logging.disable_progress_bar()
         try:
             model = model_class.from_pretrained(str(model_dir), local_files_only=True, use_safetensors=True)
         except (OSError, ValueError) as err:

@@ -110,6 +110,13 @@ RESUMABLE_CHANGES = (
 )
 
 
+def shard_sizes_digest(sizes: list[int]) -> str:
+    """A short fingerprint of the records' shard sizes, which (with the seed) fix the data order."""
+    import hashlib
+
+    return hashlib.sha256(",".join(str(int(n)) for n in sizes).encode()).hexdigest()[:16]
+
+
 def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
     """A generator that depends only on (seed, step, micro-batch): exact resumption.
 
@@ -314,6 +321,10 @@ class Trainer:
         changed = [
             k for k in current if k not in RESUMABLE_CHANGES and previous.get(k, defaults[k]) != current[k]
         ]
+        # where the run folder lives is not a training option: a copied or moved run folder resumes
+        changed = [k for k in changed if k != "out"]
+        if "data" in changed and self._same_records_elsewhere(run_config.get("data") or {}, records):
+            changed.remove("data")  # the same records copied elsewhere (e.g. to node-local disk) read the same order
         if run_config.get("processes") is not None:  # runs older than this record refuse any batch change
             changed = self._check_global_batch(run_config, changed, defaults)
         self._check_same_records(run_config.get("data") or {}, records)
@@ -342,6 +353,13 @@ class Trainer:
                 "--batch-size or grad_accumulation"
             )
         return [k for k in changed if k not in ("batch_size", "grad_accumulation")]
+
+    @staticmethod
+    def _same_records_elsewhere(data: dict[str, Any], records: Any) -> bool:
+        """Whether records at another location have the shard sizes the run started with (the data order
+        depends only on them and the seed; their settings are checked against the run's separately)."""
+        recorded = data.get("shard_sizes_sha256")
+        return recorded is not None and recorded == shard_sizes_digest(records.shard_sizes)
 
     def _check_same_records(self, data: dict[str, Any], records: Any) -> None:
         """The data order is a function of the records' shard sizes: refuse records that changed under a run."""
@@ -567,7 +585,7 @@ class Trainer:
             "guidance_scale": self.cfg.guidance_scale,
             "init_from": getattr(self, "init_report", None),
             "data": {"path": self.cfg.data, "records": records.url, "samples": records.samples,
-                     "shards": len(records.shards)},
+                     "shards": len(records.shards), "shard_sizes_sha256": shard_sizes_digest(records.shard_sizes)},
             # with the config's batch_size and grad_accumulation: the global batch a resume must keep
             "processes": self.accelerator.num_processes,
             "example_prompts": self.data.captions[1:9],

@@ -202,14 +202,18 @@ def scores_of(values: Sequence[object]) -> list[object]:
 
 # -- what a web crawl adds: compressed shards, odd members, odd names, odd captions ----------------------
 def compressed_shards(prefix: str = "z") -> dict[str, tuple[str, bytes]]:
-    """Shards as crawlers store them: gzip-compressed under ``.tar`` (the extension lies), ``.tar.gz`` and
-    ``.tgz``; file name -> (shard name, bytes). Each holds 3 good samples."""
+    """Shards as crawlers store them: gzip-compressed under ``.tar`` (the extension lies), ``.tar.gz``,
+    ``.tgz``, ``.tar.bz2`` and ``.tar.xz``; file name -> (shard name, bytes). Each holds 3 good samples."""
+    import bz2
     import gzip
+    import lzma
 
     return {
         f"{prefix}-gzip-named-tar.tar": (f"{prefix}-gzip-named-tar", gzip.compress(tar_bytes(good_members("a", 3)))),
         f"{prefix}-targz.tar.gz": (f"{prefix}-targz", gzip.compress(tar_bytes(good_members("b", 3)))),
         f"{prefix}-tgz.tgz": (f"{prefix}-tgz", gzip.compress(tar_bytes(good_members("c", 3)))),
+        f"{prefix}-bz2.tar.bz2": (f"{prefix}-bz2", bz2.compress(tar_bytes(good_members("e", 3)))),
+        f"{prefix}-xz.tar.xz": (f"{prefix}-xz", lzma.compress(tar_bytes(good_members("f", 3)))),
     }
 
 

@@ -113,6 +113,32 @@ def test_resume_refuses_records_that_changed_under_the_run(tiny_run: Path, tiny_
         Trainer(tiny_train_config(records, tiny_bins, run), registry, progress=False).run(resume=True)
 
 
+def test_a_run_moved_with_its_records_resumes_bit_identically(tiny_run: Path, tiny_bins, registry, tmp_path):
+    """A run folder and its records copied elsewhere (another disk, node-local storage) resume where they
+    stopped: their location is not a training option, and the records are recognised by their shard sizes."""
+    import shutil
+
+    records = tmp_path / "records"
+    shutil.copytree(json.loads((tiny_run / "config.json").read_text())["data"]["records"], records)
+    straight = tmp_path / "straight"
+    Trainer(tiny_train_config(records, tiny_bins, straight), registry, progress=False).run()
+    Trainer(tiny_train_config(records, tiny_bins, tmp_path / "run"), registry, progress=False).run(stop_at_step=2)
+    moved, moved_records = tmp_path / "elsewhere" / "run", tmp_path / "elsewhere" / "records"
+    shutil.copytree(tmp_path / "run", moved, ignore=shutil.ignore_patterns(".locks"))
+    shutil.copytree(records, moved_records)
+    Trainer(tiny_train_config(moved_records, tiny_bins, moved), registry, progress=False).run(resume=True)
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        a, b = weights(straight, name), weights(moved, name)
+        assert all(torch.equal(a[key], b[key]) for key in a), f"{name} differs after resuming the moved run"
+    index = json.loads((moved_records / "records.json").read_text())
+    index["shardlist"][0]["nsamples"] -= 1  # other records of the same size would read another order
+    index["shardlist"][1]["nsamples"] += 1
+    (moved_records / "records.json").write_text(json.dumps(index))
+    longer = tiny_train_config(moved_records, tiny_bins, moved, steps=6)
+    with pytest.raises(ConfigError, match="options changed since it started: data"):
+        Trainer(longer, registry, progress=False).run(resume=True)
+
+
 def micro_batch(order: ShuffledOrder, batch: int, step: int, rank: int, world: int) -> list[int]:
     return next(iter(StepSampler(order, batch, rank=rank, world=world, start_step=step)))
 

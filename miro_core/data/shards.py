@@ -31,7 +31,8 @@ from miro_core.errors import DataError, ShardReadError, StorageError
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "jp2", "j2k")
 #: What a shard file may be called: plain tar, or gzip-compressed tar (read transparently, as webdataset does).
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+#: Shard file names; the compressed ones are decompressed on the fly by tarfile's ``r|*`` (see open_shard).
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
 INDEX_FILE = "index.json"
 #: Members larger than this are not read into memory (their sample becomes a row-level error).
@@ -99,14 +100,14 @@ def list_shards(url: str) -> list[str]:
 
 
 def is_shard_url(url: str) -> bool:
-    """Whether ``url`` names a shard file (``.tar``, ``.tar.gz`` or ``.tgz``)."""
+    """Whether ``url`` names a shard file (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2`` or ``.tar.xz``)."""
     return str(url).rstrip("/").lower().endswith(SHARD_SUFFIXES)
 
 
 def shard_name(url: str) -> str:
     """The file stem of a shard (``shard-000003``), used to name per-shard outputs."""
     name = url.rstrip("/").rsplit("/", 1)[-1]
-    for suffix in (".tar.gz", ".tgz", ".tar"):
+    for suffix in sorted(SHARD_SUFFIXES, key=len, reverse=True):  # .tar.gz before .tar
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
