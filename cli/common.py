@@ -320,10 +320,18 @@ def explain(err: BaseException, values: Mapping[str, Any] | None = None, names: 
     if isinstance(err, ImportError):
         missing = getattr(err, "name", None) or str(err)
         return f"a required package is missing ({err}); install it (`pip install {missing}`) and rerun"
+    if _PEER_STOPPED.search(text):  # gloo / NCCL in the processes that outlive the one that failed
+        return (
+            "another process of this multi-process run stopped, so this one cannot go on; its own error is printed "
+            "above: fix that and rerun"
+        )
     return (
         f"unexpected {type(err).__name__}: {without_worker_traceback(str(err))}. This is probably a bug: rerun with "
         f"--debug (or {DEBUG_ENV}=1) to see the traceback, and report it"
     )
+
+
+_PEER_STOPPED = re.compile(r"Connection closed by peer|remote worker crashing|Connection reset by peer.*gloo")
 
 
 def _unreachable(chain: list[BaseException], values: Mapping[str, Any], names: Mapping[str, str]) -> str | None:

@@ -70,7 +70,8 @@ def encode(
     waited = 100 * (summary["device_wait_share"] or 0)
     echo(
         f"{prefix}encoded {summary['shards_written']} shard(s), skipped {summary['shards_skipped']} already done; "
-        f"{summary['samples']} samples ({summary['skipped']} skipped: undecodable, no caption or a repeated key) in "
+        f"{summary['samples']} samples ({summary['skipped']} skipped: undecodable, no caption, a repeated key "
+        "or not in its shard) in "
         f"{summary['wall_seconds']:.1f}s: {summary['images_per_second'] or 0:.1f} images/s, device waited "
         f"{waited:.0f}% of the time; records in {folder}"
     )

@@ -26,6 +26,10 @@ def _looks_like_repo_id(text: str) -> bool:
     return text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
 
 
+#: Images one call renders (prompts x --n), as many as --n allows for one prompt.
+MAX_IMAGES = 10_000
+
+
 def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
     prompts = [p for p in prompt if p.strip()]
     if prompts_file is not None:
@@ -37,7 +41,11 @@ def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
             text = prompts_file.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not a prompt
         except UnicodeDecodeError:
             raise ConfigError(f"--prompts-file {prompts_file} is not UTF-8 text (one prompt per line)") from None
-        prompts += [line.strip() for line in text.splitlines() if line.strip()]
+        from_file = [line.strip() for line in text.splitlines() if line.strip()]
+        if not from_file:
+            raise ConfigError(f"--prompts-file {prompts_file} holds no prompt (it is empty or only blank lines); "
+                              "write one prompt per line")
+        prompts += from_file
     if not prompts:
         raise ConfigError("give --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
@@ -53,7 +61,7 @@ def sample(
     out: Path = typer.Option(..., "--out", help="Folder for the PNG files, grid.png and config.json."),
     prompt: list[str] = typer.Option([], "--prompt", help="Prompt; repeatable."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help="One prompt per line."),
-    n: int = typer.Option(4, "--n", min=1, max=10_000, help="Images per prompt."),
+    n: int = typer.Option(4, "--n", min=1, max=MAX_IMAGES, help="Images per prompt."),
     steps: int = typer.Option(50, "--steps", min=1, max=10_000, help="ODE steps (MIRO: 50)."),
     sampler: str = typer.Option("euler", "--sampler", help="euler or heun (or a plugin sampler)."),
     guidance: float = typer.Option(None, "--guidance", min=0, help="Guidance weight w (default: the run's)."),
@@ -76,6 +84,12 @@ def sample(
     """
     source, out = str(local_path(run) or run), Path(local_path(str(out)) or out)
     prompts = read_prompts(prompt, prompts_file)
+    if len(prompts) * n > MAX_IMAGES:  # one batch and one grid: refused before the model loads, not an OOM later
+        raise ConfigError(
+            f"{len(prompts)} prompts x --n {n} = {len(prompts) * n} images, more than the {MAX_IMAGES} one "
+            "`miro sample` renders (in one batch, with one grid); split the prompts, or use `miro eval RUN "
+            "--prompts FILE --out DIR`, which samples in batches and keeps every image in DIR/images"
+        )
     targets = parse_float_map(reward, "--reward")
     negatives = parse_float_map(negative_reward, "--negative-reward")
     options = parse_yaml_values(strategy_option, "--strategy-option")

@@ -229,8 +229,8 @@ def _clean(mapping: Any, what: str, file: Path) -> dict[str, Any]:
 def read_config(files: dict[str, Path]) -> dict[str, Any]:
     file = files["config.json"]
     try:
-        config = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as err:  # not JSON, or not UTF-8 text
         raise DataError(f"{file} is not valid JSON: {err}") from None
     if not isinstance(config, dict) or "network" not in config:
         raise DataError(f"{file} has no 'network' section; it is not a miro-t2i checkpoint config")
@@ -345,7 +345,13 @@ def load_checkpoint(
 
     folder, files = resolve_files(source, variant, cache_dir, revision)
     config = read_config(files)
-    spec = spec_from_config(config, files["config.json"])
+    try:
+        spec = spec_from_config(config, files["config.json"])
+    except (TypeError, ValueError, AttributeError) as err:  # a value of the wrong type (an edited config.json)
+        raise DataError(
+            f"{files['config.json']} holds a value of the wrong type ({type(err).__name__}: {err}); restore the "
+            "checkpoint's config.json"
+        ) from None
     try:
         state = load_file(str(files["model.safetensors"]))
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
@@ -360,7 +366,13 @@ def load_checkpoint(
     try:
         uncond = np.load(files["uncond_embedding.npy"], allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise DataError(f"{files['uncond_embedding.npy']} is not a readable .npy array: {err}") from None
+        reason = "damaged, or it holds pickled objects, which are never loaded" if "pickle" in str(err) else err
+        raise DataError(f"{files['uncond_embedding.npy']} is not a readable .npy array ({reason})") from None
+    if uncond.ndim == 0 or uncond.size == 0 or not np.isfinite(np.asarray(uncond, dtype=np.float64)).all():
+        raise DataError(
+            f"{files['uncond_embedding.npy']} is not a finite (tokens, width) embedding (shape {uncond.shape}); "
+            "the file is damaged: download the checkpoint again"
+        )
     uncond_tensor = torch.from_numpy(np.asarray(uncond, dtype=np.float32)).reshape(-1, uncond.shape[-1])
     if uncond_tensor.shape[-1] != spec.text_dim:
         raise DataError(
@@ -391,7 +403,13 @@ def build_model(checkpoint: AuthorsCheckpoint, state: dict[str, Any], registry: 
     """The released network with the checkpoint's weights, in eval mode."""
     from miro_core.model import build_model as build
 
-    model = build(checkpoint.spec, registry)
+    try:
+        model = build(checkpoint.spec, registry)
+    except (TypeError, ValueError) as err:  # a network option of the wrong type or value (an edited config.json)
+        raise DataError(
+            f"{checkpoint.files['config.json']} describes a network that cannot be built ({type(err).__name__}: "
+            f"{err}); restore the checkpoint's config.json"
+        ) from None
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -403,5 +421,8 @@ def build_model(checkpoint: AuthorsCheckpoint, state: dict[str, Any], registry: 
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise DataError(f"{checkpoint.files['model.safetensors']} does not match its config.json: {err}") from None
+        detail = " ".join(str(err).split())
+        raise DataError(
+            f"{checkpoint.files['model.safetensors']} does not match its config.json: {detail[:400]}"
+        ) from None
     return model.eval()

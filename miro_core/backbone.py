@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from miro_core.component import Component, ComponentOptions
-from miro_core.errors import ConfigError
+from miro_core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +76,11 @@ class Backbone(Component):
 
     def size_config(self) -> dict[str, Any]:
         """The keyword arguments of the chosen size, with overrides and patch size applied."""
+        if not isinstance(self.options, BackboneOptions):
+            raise PluginError(
+                f"backbone {self.name!r}: its Options ({type(self.options).__name__}) must extend "
+                "miro_core.backbone.BackboneOptions (size, patch_size, overrides)"
+            )
         size = self.options.size
         if size not in self.sizes:
             raise ConfigError(f"backbone {self.name!r} has no size {size!r}; choose one of: {', '.join(self.sizes)}")

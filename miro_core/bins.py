@@ -382,12 +382,22 @@ def fit_bins(
         values = columns[name]
         chosen = values if values.size <= sample else values[rng.choice(values.size, size=sample, replace=False)]
         if not np.isfinite(chosen).any():
-            raise DataError(f"reward {name!r} has no finite scores in {annotations}; cannot fit bins")
+            others = [n for n in columns if n != name]
+            leave_out = f"leave it out (--rewards {','.join(others)}) or " if others else ""
+            raise DataError(
+                f"reward {name!r} has no finite scores in {annotations}; cannot fit bins: {leave_out}annotate it "
+                "again (`miro annotate --retry-errors`)"
+            )
         binner = registry.binners.create(strategy, options)
         try:
-            binner.fit(chosen)
+            with np.errstate(all="ignore"):  # an overflow is reported below with the scores' range, not as a warning
+                binner.fit(chosen)
         except ValueError as err:
-            raise DataError(f"binner {strategy!r} failed on reward {name!r}: {err}") from None
+            finite = chosen[np.isfinite(chosen)]
+            raise DataError(
+                f"binner {strategy!r} failed on reward {name!r} (scores from {finite.min():.6g} to "
+                f"{finite.max():.6g}): {err}"
+            ) from None
         binners[name] = binner
     provenance: dict[str, Any] = {"name": strategy}
     with contextlib.suppress(MiroError, AttributeError, KeyError):

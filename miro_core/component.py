@@ -41,6 +41,16 @@ class Component:
         """Validate a raw options mapping, naming the component in the error."""
         if isinstance(options, cls.Options):
             return options
+        if options and cls.Options.model_config.get("extra") not in ("allow", "forbid"):
+            # pydantic ignores unknown keys unless told otherwise: a plugin's own Options model that does not
+            # extend ComponentOptions would let a typo pass silently
+            known = {key for name, info in cls.Options.model_fields.items() for key in (name, info.alias) if key}
+            unknown = sorted(str(key) for key in dict(options) if key not in known)
+            if unknown:
+                raise ConfigError(
+                    f"invalid options for {cls.kind()} {cls.name!r}: {', '.join(unknown)}: Extra inputs are not "
+                    f"permitted; known: {', '.join(sorted(cls.Options.model_fields)) or 'none'}"
+                )
         try:
             return cls.Options(**(dict(options) if options else {}))
         except ValidationError as err:

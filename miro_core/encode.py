@@ -270,6 +270,8 @@ class ShardImages(torch.utils.data.IterableDataset):
                 if len(batch.keys) == self.batch_size:
                     yield batch
                     batch = DecodedBatch(source.name, batch.source)
+            # scored rows whose sample is not in the shard (replaced or edited since annotation) are counted
+            batch.skipped += len(rows.keys() - seen) if rows is not None else 0
         except ShardReadError as err:  # the samples before the fault are encoded; the fault is recorded
             batch.fault = f"{shard}: {err}"
         batch.last = True
@@ -322,9 +324,10 @@ class CaptionCache:
     captions in 6000 samples). Least recently used entries go first once ``max_bytes`` is reached.
     """
 
-    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, max_bytes: int = 256 * 2**20, registry: Any = None) -> None:
         from collections import OrderedDict
 
+        self.registry = registry  # names the text encoder's distribution when its output breaks the contract
         self.max_bytes = max_bytes
         self.bytes = 0
         self.entries: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -333,7 +336,9 @@ class CaptionCache:
         """``tokens (B, L, D)`` float16 and ``mask (B, L)`` bool for ``captions``."""
         new = list(dict.fromkeys(c for c in captions if c not in self.entries))
         if new:
-            tokens, masks = encoder.encode(new)
+            from miro_core.network_contract import checked_text_encoding
+
+            tokens, masks = checked_text_encoding(encoder, len(new), encoder.encode(new), self.registry)
             tokens = tokens.to("cpu", torch.float16).numpy()
             masks = masks.to("cpu", torch.bool).numpy()
             for caption, token, mask in zip(new, tokens, masks):
@@ -386,7 +391,7 @@ class RecordEncoder:
         self.world_size = world_size
         self.barrier = barrier
         self.summary = EncodeSummary()
-        self.captions = CaptionCache()
+        self.captions = CaptionCache(registry=self.registry)
         self.index: dict[str, Any] = {}
 
     # -- header -----------------------------------------------------------------------------------
@@ -397,21 +402,29 @@ class RecordEncoder:
         url = join(self.out, INDEX_FILE)
         if not exists(url):
             return None
-        previous = read_json(url)
+        redo = ("delete it and rerun the same `miro encode` command (the finished shards are kept and it is written "
+                "again)")
+        try:
+            previous = read_json(url)
+        except ValueError as err:
+            raise DataError(f"{url} is damaged ({err}); {redo}") from None
         cfg = self.cfg
-        if previous.get("format") != FORMAT:
+        if not isinstance(previous, dict) or previous.get("format") != FORMAT:
             raise ConfigError(f"{self.out} holds something other than miro records; choose another --out")
 
         def options(table: str, name: str, given: dict[str, Any]) -> dict[str, str]:
             return effective_options(self.registry, table, name, given)
 
-        before = (
-            previous["autoencoder"]["name"],
-            options("autoencoders", previous["autoencoder"]["name"], previous["autoencoder"]["options"]),
-            previous["image_size"],
-            previous["text_encoder"]["name"],
-            options("text_encoders", previous["text_encoder"]["name"], previous["text_encoder"]["options"]),
-        )
+        try:
+            before = (
+                previous["autoencoder"]["name"],
+                options("autoencoders", previous["autoencoder"]["name"], previous["autoencoder"]["options"]),
+                previous["image_size"],
+                previous["text_encoder"]["name"],
+                options("text_encoders", previous["text_encoder"]["name"], previous["text_encoder"]["options"]),
+            )
+        except (KeyError, TypeError, AttributeError) as err:
+            raise DataError(f"{url} is damaged ({type(err).__name__}: {err}); {redo}") from None
         now = (
             cfg.autoencoder,
             options("autoencoders", cfg.autoencoder, cfg.autoencoder_options),
@@ -533,7 +546,9 @@ class RecordEncoder:
         autoencoder, options = self._autoencoder(sources, previous)
         encoder = self.registry.text_encoders.create(cfg.text_encoder, cfg.text_encoder_options)
         encoder.load(cfg.device)
-        empty_tokens, empty_mask = encoder.encode([""])
+        from miro_core.network_contract import checked_text_encoding
+
+        empty_tokens, empty_mask = checked_text_encoding(encoder, 1, encoder.encode([""]), self.registry)
         empty = (empty_tokens[0].to("cpu"), empty_mask[0].to("cpu"))
         header = self._header(autoencoder, options, encoder, scores, empty)
         order = [s.name for s in sources]
@@ -635,10 +650,13 @@ class RecordEncoder:
         else:
             images = pixels.to(self.cfg.device, non_blocking=True).float() / 127.5 - 1.0
             latents = autoencoder.encode(images)
-            if tuple(latents.shape[1:]) != expected:
-                raise DataError(
-                    f"{self.cfg.autoencoder} returned latents {tuple(latents.shape[1:])}, expected {expected}"
-                )
+            if tuple(latents.shape[1:]) != expected or not bool(torch.isfinite(latents).all()):
+                from miro_core.network_contract import broken, describe
+
+                problem = (f"encode() returned latents {tuple(latents.shape[1:])} per image, expected {expected} "
+                           "(its latent_shape)" if tuple(latents.shape[1:]) != expected
+                           else "encode() returned NaN or infinite latents")
+                raise broken(describe(autoencoder, "autoencoders", self.registry), "autoencoder", problem)
             inputs = latents.to("cpu", torch.float16).numpy()
         tokens, masks = self.captions.encode(encoder, batch.captions)
         return inputs, tokens, masks

@@ -17,6 +17,7 @@ Two designs of everything around the backbone (``ModelSpec.design``):
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from miro_core.conditioning import Conditioning
 from miro_core.flow import input_scale
 from miro_core.fourier import RandomFourierFeatures
 from miro_core.mixer_layer import MixerStack
+from miro_core.network_contract import checked_backbone_output
 from miro_core.reward_encoder import FourierFeatures, ReleasedRewardEncoder, RewardEncoder
 
 Design = Literal["framework", "released"]
@@ -205,6 +207,8 @@ class MiroModel(nn.Module):
             )
         self.mixer: nn.Module = ReleasedConditionMixer(spec) if released else ConditionMixer(spec)
         self.network = network
+        #: How errors name the backbone plugin (with its distribution when built by :func:`build_model`).
+        self.backbone_label = f"backbone {spec.backbone!r}"
         self.loss_weighting: nn.Module | None = None
         if spec.loss_weighting == "learned":
             self.loss_weighting = (
@@ -238,10 +242,8 @@ class MiroModel(nn.Module):
         """Preconditioned network call on ready conditioning: ``(velocity, state)`` (state None if stateless)."""
         if self.spec.precondition:
             x = x * input_scale(t, self.spec.sigma_data).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
-        if self.stateful:
-            v, state = self.network(x, t, cond, state)
-        else:
-            v, state = self.network(x, t, cond), None
+        output = self.network(x, t, cond, state) if self.stateful else self.network(x, t, cond)
+        v, state = checked_backbone_output(self.backbone_label, output, x, self.stateful)
         if self.spec.design == "released":
             # As released, F(x) times a float32 c_out tensor (ones without preconditioning): the velocity, and the
             # guidance arithmetic on it, are float32 even when the network ran under autocast.
@@ -303,6 +305,7 @@ def build_model(spec: ModelSpec, registry: Any) -> MiroModel:
     """Build the backbone plugin's network for this spec and wrap it."""
     from miro_core.backbone import BackboneSpec
     from miro_core.errors import ConfigError
+    from miro_core.network_contract import broken, describe
 
     backbone = registry.backbones.create(spec.backbone, spec.backbone_options)
     designs = getattr(backbone, "designs", frozenset({"framework"}))
@@ -312,4 +315,16 @@ def build_model(spec: ModelSpec, registry: Any) -> MiroModel:
             f"set `design: {sorted(designs)[0]}` in the training config"
         )
     network = backbone.build(BackboneSpec(spec.in_channels, spec.image_size, spec.cond_dim))
-    return MiroModel(spec, network)
+    label = describe(backbone, "backbones", registry)
+    if not isinstance(network, nn.Module):
+        raise broken(label, "backbone", f"build() returned {type(network).__name__}, not a torch.nn.Module")
+    arguments = ("x", "t", "cond", "state") if getattr(network, "stateful", False) else ("x", "t", "cond")
+    try:
+        inspect.signature(network.forward).bind(*arguments)
+    except (TypeError, ValueError):
+        raise broken(label, "backbone", f"the network's forward does not accept ({', '.join(arguments)})") from None
+    if not any(p.requires_grad for p in network.parameters()):
+        raise broken(label, "backbone", "build() returned a network without trainable parameters")
+    model = MiroModel(spec, network)
+    model.backbone_label = label
+    return model

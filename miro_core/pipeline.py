@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from PIL.Image import Image
 
-from miro_core.errors import ConfigError, DataError, UnknownComponentError
+from miro_core.errors import ConfigError, DataError, MiroError, UnknownComponentError
 from miro_core.guidance import check_reward_keys
 from miro_core.guidance_contract import checked_negative_targets
 from miro_core.sampling import Branch, guided_sample
@@ -184,7 +184,11 @@ class MiroPipeline:
         if checkpoint is None:
             raise ConfigError(f"{run} has no checkpoint yet (no latest.json); train it with `miro train`")
         require_run_components(run, config, registry)
-        spec = ModelSpec(**config["model"])
+        try:
+            spec = ModelSpec(**config["model"])
+        except TypeError as err:
+            raise DataError(f"{run}/config.json is damaged (model: {err}); restore it from a copy, or train the run "
+                            "again") from None
         model = build_model(spec, registry)
         name = "model_ema.safetensors" if weights == "ema" else "model.safetensors"
         load_model_weights(model, checkpoint / name)
@@ -259,15 +263,27 @@ class MiroPipeline:
         if not self._text_loaded:
             self.text_encoder.load(self.device)
             self._text_loaded = True
-        tokens, mask = self.text_encoder.encode(list(prompts))
-        return tokens.to(self.device).float(), mask.to(self.device).bool()
+        from miro_core.network_contract import checked_text_encoding
+
+        tokens, mask = checked_text_encoding(self.text_encoder, len(prompts), self.text_encoder.encode(list(prompts)),
+                                             self.registry)
+        return tokens.to(self.device).float(), mask.to(self.device)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space samples -> images ``(B, 3, H, W)`` in [-1, 1] (the autoencoder loads on first use)."""
         if not self._autoencoder_loaded:
             self.autoencoder.load(self.device)
             self._autoencoder_loaded = True
-        return self.autoencoder.decode(latents)
+        from miro_core.network_contract import checked_decoded
+
+        size = self.image_size
+        # the pixel size is checked when the config's size is the one these latents come from
+        try:
+            known = tuple(self.autoencoder.latent_shape(size)) == (latents.shape[1], latents.shape[-1])
+        except MiroError:
+            known = False
+        return checked_decoded(self.autoencoder, self.autoencoder.decode(latents), latents, size if known else None,
+                               self.registry)
 
     def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] -> uint8 ``(B, H, W, 3)``; released checkpoints truncate, runs round."""
@@ -453,6 +469,7 @@ class MiroPipeline:
                 guide,
                 ode,
                 num_inference_steps,
+                self.registry,
             )
         x0 = x0.float()
         if output_type == "latent":

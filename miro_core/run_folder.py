@@ -87,7 +87,10 @@ def latest_checkpoint(run: Path) -> Path | None:
         ) from None
     path = run / target
     if not (path / "trainer_state.json").exists():
-        raise DataError(f"{pointer} points to {path}, which is incomplete; delete latest.json to start over")
+        raise DataError(
+            f"{pointer} points to {path}, which is incomplete; point it at an intact checkpoints/step-N of the run "
+            "(or delete latest.json to start over)"
+        )
     return path
 
 
@@ -123,7 +126,10 @@ def load_optimizer_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DataError(f"optimizer state {path} does not exist; {_DAMAGED}") from None
     except Exception as err:  # noqa: BLE001 - a truncated or foreign file
-        raise DataError(f"optimizer state {path} cannot be read ({type(err).__name__}: {err}); {_DAMAGED}") from None
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        if "Weights only load failed" in reason:  # torch's paragraphs suggest weights_only=False: never here
+            reason = "not a file of plain tensors: damaged, or it holds pickled objects, which are never loaded"
+        raise DataError(f"optimizer state {path} cannot be read ({reason}); {_DAMAGED}") from None
 
 
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:
@@ -149,6 +155,9 @@ def read_run_config(run: Path) -> dict[str, Any]:
         raise DataError(f"{config} is damaged ({err}); restore it from a copy, or train the run again") from None
     if not isinstance(data, dict):
         raise DataError(f"{config} is damaged (not a JSON object); restore it from a copy, or train the run again")
+    for key in ("model", "text_encoder"):  # what every reader of a run needs (the network and its text input)
+        if not isinstance(data.get(key), dict):
+            raise DataError(f"{config} is damaged (no {key!r} object); restore it from a copy, or train the run again")
     return data
 
 
@@ -164,5 +173,16 @@ def load_negative_text(run: Path, config: dict[str, Any]) -> torch.Tensor | None
     path = run / NEGATIVE_TEXT_FILE
     if not path.exists():
         raise DataError(f"{run}/config.json names a fixed negative text, but {path} is missing")
-    array = np.load(path, allow_pickle=False)
+    try:
+        array = np.load(path, allow_pickle=False)
+        if array.ndim == 0 or array.size == 0 or not np.isfinite(np.asarray(array, dtype=np.float64)).all():
+            raise ValueError(f"not a finite (tokens, width) embedding: shape {array.shape}")
+        width = config.get("model", {}).get("text_dim")
+        if width is not None and array.shape[-1] != int(width):
+            raise ValueError(f"width {array.shape[-1]}, the network's text width is {width}")
+    except (OSError, ValueError) as err:
+        reason = "damaged, or it holds pickled objects, which are never loaded" if "pickle" in str(err) else err
+        raise DataError(
+            f"{path} cannot be used ({reason}); copy it again from the released checkpoint (`miro convert --force`)"
+        ) from None
     return torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(-1, array.shape[-1])

@@ -20,6 +20,7 @@ import torch
 
 from miro_core.guidance import GuidanceStrategy
 from miro_core.guidance_contract import checked_combination, checked_weight, checked_weights
+from miro_core.network_contract import checked_sample, checked_velocity_call
 from miro_core.sampler import Sampler
 
 
@@ -74,8 +75,13 @@ def guided_sample(
     strategy: GuidanceStrategy,
     sampler: Sampler,
     num_steps: int,
+    registry: Any = None,
 ) -> torch.Tensor:
-    """Integrate from ``noise`` at t = 1 to t = 0 with guidance; returns x_0."""
+    """Integrate from ``noise`` at t = 1 to t = 0 with guidance; returns x_0.
+
+    The sampler's calls and result are checked (:mod:`miro_core.network_contract`); ``registry`` lets the
+    errors name the sampler's distribution.
+    """
     both = Branch(
         torch.cat([positive.text_tokens, negative.text_tokens]),
         torch.cat([positive.text_mask, negative.text_mask]),
@@ -89,14 +95,17 @@ def guided_sample(
     def velocity(
         x: torch.Tensor, t: float, step: int, states: BranchStates | None
     ) -> tuple[torch.Tensor, BranchStates]:
+        t = checked_velocity_call(sampler, x, t, step, noise, registry)
         states = states or BranchStates()
         weight = weights[step] if 0 <= step < num_steps else checked_weight(strategy, step, num_steps)
         if weight == 0.0:
             times = torch.full((n,), t, device=x.device)
             v, state = evaluate(model, x, times, positive, states.positive)
+            finite.append(torch.isfinite(v).all() | ~torch.isfinite(x).all())
             return v, BranchStates(state, states.negative)
         times = torch.full((2 * n,), t, device=x.device)
         v, state = evaluate(model, torch.cat([x, x]), times, both, _stack_states(states.positive, states.negative))
+        finite.append(torch.isfinite(v).all() | ~torch.isfinite(x).all())
         v_pos, v_neg = v[:n], v[n:]
         split = BranchStates() if state is None else BranchStates(state[:n], state[n:])
         combined = checked_combination(strategy, strategy.combine(v_pos, v_neg, weight), v_pos, v_neg,
@@ -104,4 +113,10 @@ def guided_sample(
         combined_once.append(True)
         return combined, split
 
-    return sampler.integrate(velocity, noise, num_steps)
+    # per evaluation: the velocity is finite or its input was not (so a NaN is blamed on the network that made it);
+    # read only if x_0 is not finite, so no device sync per step
+    finite: list[torch.Tensor] = []
+    x0 = sampler.integrate(velocity, noise, num_steps)
+    backbone = getattr(model, "backbone_label", "the backbone")
+    return checked_sample(sampler, x0, noise, lambda: bool(torch.stack(finite).all()) if finite else True,
+                          backbone, registry)

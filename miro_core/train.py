@@ -325,6 +325,8 @@ class Trainer:
         changed = [k for k in changed if k != "out"]
         if "data" in changed and self._same_records_elsewhere(run_config.get("data") or {}, records):
             changed.remove("data")  # the same records copied elsewhere (e.g. to node-local disk) read the same order
+        if "bins" in changed and self._same_bins_elsewhere():
+            changed.remove("bins")  # the run's bins named by another path (relative, absolute, moved)
         if run_config.get("processes") is not None:  # runs older than this record refuse any batch change
             changed = self._check_global_batch(run_config, changed, defaults)
         self._check_same_records(run_config.get("data") or {}, records)
@@ -360,6 +362,18 @@ class Trainer:
         depends only on them and the seed; their settings are checked against the run's separately)."""
         recorded = data.get("shard_sizes_sha256")
         return recorded is not None and recorded == shard_sizes_digest(records.shard_sizes)
+
+    def _same_bins_elsewhere(self) -> bool:
+        """Whether ``bins`` holds the bins the run was trained with (its copy, ``RUN/bins.json``)."""
+        import json
+
+        from miro_core.data.atomic import read_json
+
+        try:
+            kept = json.loads((self.run_dir / "bins.json").read_text())
+            return bool(self.cfg.bins) and read_json(self.cfg.bins) == kept
+        except (OSError, ValueError):
+            return False
 
     def _check_same_records(self, data: dict[str, Any], records: Any) -> None:
         """The data order is a function of the records' shard sizes: refuse records that changed under a run."""
@@ -615,16 +629,25 @@ class Trainer:
                 f"{path / 'trainer_state.json'} is damaged ({err}); point {self.run_dir / 'latest.json'} at an "
                 "intact earlier checkpoint of the run, or start a new run"
             ) from None
-        sharding.load_model_state(unwrapped, load_weights(path / "model.safetensors"))
-        inner = getattr(optimizer, "optimizer", optimizer)
-        sharding.load_optimizer_state(unwrapped, inner, load_optimizer_state(path / "optimizer.pt"))
-        scheduler.load_state_dict(state["scheduler"])
-        ema_weights = load_weights(path / "model_ema.safetensors")
-        named = list(unwrapped.named_parameters())
-        ema.shadow_params = [sharding.like(p, ema_weights[n]) for n, p in named]
-        ema.optimization_step = int(state["ema_step"])
-        schedule.horizon = int(state["horizon"])
-        horizon_fixed = bool(state["horizon_fixed"])
+        try:  # files that read but do not fit this run's network, optimizer or schedule (edited or mixed up)
+            sharding.load_model_state(unwrapped, load_weights(path / "model.safetensors"))
+            inner = getattr(optimizer, "optimizer", optimizer)
+            sharding.load_optimizer_state(unwrapped, inner, load_optimizer_state(path / "optimizer.pt"))
+            scheduler.load_state_dict(state["scheduler"])
+            ema_weights = load_weights(path / "model_ema.safetensors")
+            named = list(unwrapped.named_parameters())
+            ema.shadow_params = [sharding.like(p, ema_weights[n]) for n, p in named]
+            ema.optimization_step = int(state["ema_step"])
+            schedule.horizon = int(state["horizon"])
+            horizon_fixed = bool(state["horizon_fixed"])
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
+            if isinstance(err, torch.OutOfMemoryError):
+                raise  # reported as such, naming the options that lower memory
+            detail = " ".join(f"{type(err).__name__}: {err}".split())
+            raise DataError(
+                f"checkpoint {path} does not fit this run ({detail[:300]}); point {self.run_dir / 'latest.json'} at "
+                "an intact earlier checkpoint of the run, or start a new run"
+            ) from err
         if horizon_fixed and self.cfg.max_seconds is None:
             # `--steps` may change on resume (RESUMABLE_CHANGES): a finished run asked for more steps continues,
             # and its schedule follows the new length from here on.
@@ -684,7 +707,12 @@ class Trainer:
                     with accelerator.accumulate(model):
                         gen = step_generator(cfg.seed, step, micro)
                         waited = time.perf_counter()
-                        batch = next(batches)
+                        try:
+                            batch = next(batches)
+                        except DataError as err:  # a damaged record: keep the finished steps, then stop
+                            saved = self._save_before_data_error(unwrapped, optimizer, scheduler, ema, schedule, step,
+                                                                 horizon_fixed)
+                            raise DataError(f"{str(err).rstrip()}{saved}") from err
                         self.data_wait += time.perf_counter() - waited
                         mine = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
                         x0 = model_input(batch["input"].to(device, non_blocking=True))
@@ -726,7 +754,10 @@ class Trainer:
                     progress.update(task, total=schedule.horizon)
                 mse_value = loss_sum / cfg.grad_accumulation
                 if not math.isfinite(mse_value):
-                    raise DataError(f"training diverged at step {step} (loss {mse_value}); lower --lr")
+                    from miro_core.network_contract import non_finite_loss_message
+
+                    raise DataError(non_finite_loss_message(step, mse_value, start_step == 0 and step == 1,
+                                                            getattr(unwrapped, "backbone_label", "the backbone")))
                 info = f"mse {mse_value:.4f}"
                 if rate_mark is None:
                     rate_mark = (step, now)
@@ -786,12 +817,27 @@ class Trainer:
 
         return SummaryWriter(str(self.run_dir / "logs"))
 
+    def _save_before_data_error(self, unwrapped: Any, optimizer: Any, scheduler: Any, ema: Any,
+                                schedule: LRSchedule, step: int, horizon_fixed: bool) -> str:
+        """Saves the steps finished before a damaged record stopped the run; returns what to tell the user.
+
+        The failed step changed no weights (the batch never arrived), so the checkpoint is exactly step
+        ``step`` and ``--resume`` after re-encoding the shard continues as if nothing happened. Only with
+        one process: saving is collective, and the other processes are not stopping with this one.
+        """
+        if self.accelerator.num_processes > 1 or step == self._start_step:
+            return ""
+        if getattr(self, "_saved_step", None) != step:
+            self._save(unwrapped, optimizer, scheduler, ema, schedule, step, horizon_fixed)
+        return f"; the {step} finished steps are saved: fix the records, then rerun with --resume"
+
     def _save(self, unwrapped: Any, optimizer: Any, scheduler: Any, ema: Any, schedule: LRSchedule, step: int,
               horizon_fixed: bool) -> None:
         """Every process takes part (gathering shards under FSDP); the main process writes."""
         from miro_core import sharding
         from miro_core.run_folder import save_checkpoint
 
+        self._saved_step = step
         self.accelerator.wait_for_everyone()
         sharded = sharding.is_sharded(unwrapped)
         if not (sharded or self.accelerator.is_main_process):

@@ -322,3 +322,25 @@ def damaged_bins(payload: dict, reward: str) -> dict[str, dict]:
     no_rewards["rewards"] = {}
     cases["no_rewards"] = no_rewards
     return cases
+
+
+# -- records damaged after encoding -------------------------------------------------------------------
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def replace_member(shard: Path, member: str, payload: bytes) -> None:
+    """Rewrite the tar ``shard`` with ``member``'s bytes replaced (its ``.index.npy`` is then out of date)."""
+    with tarfile.open(shard) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    shard.write_bytes(tar_bytes((name, payload if name == member else data) for name, data in members))
+
+
+def scramble_member(shard: Path, index: np.ndarray, record: int, field: int) -> None:
+    """Overwrite one member's data in place with random bytes, as a bad disk sector does (index stays right)."""
+    offset, size = (int(v) for v in index[record, field])
+    with open(shard, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(np.random.default_rng(record).integers(0, 256, size, dtype=np.uint8).tobytes())

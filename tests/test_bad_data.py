@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -942,3 +943,363 @@ def test_an_int_beyond_the_float_range_is_a_row_error(tmp_path: Path):
     reasons = [e["reason"] for e in errors(tmp_path / "out")]
     assert reasons == ["score is beyond the float range, not a finite float"] * 2
     assert all(not math.isnan(r["mean-red"]) for r in rows(tmp_path / "out"))
+
+
+def _edited_records(tmp_path: Path) -> Path:
+    from miro_core.records.synthetic import write_synthetic_records
+
+    out = tmp_path / "records"
+    write_synthetic_records(str(out), 4, input_kind="pixels", input_shape=(3, 4, 4), text_shape=(4, 8))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("member", "payload", "message"),
+    [
+        ("0000002.image.npy", fc.npy_bytes(np.zeros((3, 4, 4))),
+         r"input is float64 \(3, 4, 4\), records.json says uint8"),
+        ("0000002.image.npy", fc.npy_bytes(np.zeros((3, 2, 2), np.uint8)), r"input is uint8 \(3, 2, 2\)"),
+        ("0000002.tokens.npy", fc.npy_bytes(np.zeros((2, 8), np.float16)), r"tokens is float16 \(2, 8\)"),
+        ("0000002.mask.npy", fc.npy_bytes(np.ones(4, np.float32)), r"mask is float32 \(4,\), records.json says bool"),
+        ("0000002.json", b'{"scores": {"reward-a": "high"}}', "score 'reward-a' is 'high', not a number"),
+        ("0000002.json", b'{"scores": [1, 2]}', "scores are a list, not a table"),
+    ],
+)
+def test_records_edited_after_encoding_name_the_record(tmp_path: Path, member: str, payload: bytes, message: str):
+    """np.stack upcast a float64 image in uint8 records (trained on as values 0..255) or failed unnamed."""
+    from miro_core.records.reader import Collate, RecordDataset
+
+    out = _edited_records(tmp_path)
+    shard = out / "shards" / "synthetic-000000.tar"
+    fc.replace_member(shard, member, payload)
+    (out / "shards" / "synthetic-000000.index.npy").unlink()  # out of date: the reader scans the tar
+    dataset = RecordDataset(read_records(str(out)))
+    Collate([], None)(dataset.__getitems__([0, 1, 3]))  # the other records still read
+    with pytest.raises(DataError, match=rf"record 2 of .*synthetic-000000.tar is damaged \(.*{message}"):
+        dataset[2]
+
+
+def test_random_bytes_in_a_record_name_it(tmp_path: Path):
+    from miro_core.records.reader import RecordDataset
+
+    out = _edited_records(tmp_path)
+    index = np.load(out / "shards" / "synthetic-000000.index.npy")
+    fc.scramble_member(out / "shards" / "synthetic-000000.tar", index, 1, 0)
+    with pytest.raises(DataError, match=r"record 1 of .* is damaged \(its bytes are not a .npy array\)"):
+        RecordDataset(read_records(str(out)))[1]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda j: j.pop("input"), r"records.json is damaged \(no 'input'\); rerun the `miro encode`"),
+        (lambda j: j.pop("shardlist"), r"records.json is damaged \(no 'shardlist'\)"),
+        (lambda j: j["shardlist"][0].update(nsamples="many"), "nsamples 'many' is not a count of records"),
+        (lambda j: j["input"].update(kind="voxels"), "neither pixels nor latents"),
+        (lambda j: j["text_encoder"].pop("dim"), r"records.json is damaged \(no 'dim'\)"),
+    ],
+)
+def test_hand_edited_records_index_is_named(tmp_path: Path, edit, message: str):
+    out = _edited_records(tmp_path)
+    payload = json.loads((out / "records.json").read_text())
+    edit(payload)
+    (out / "records.json").write_text(json.dumps(payload))
+    with pytest.raises(DataError, match=message):
+        read_records(str(out))
+
+
+def test_a_records_index_that_disagrees_with_the_shard_is_named(tmp_path: Path):
+    """A smaller nsamples made training silently skip the shard's other records."""
+    from miro_core.records.reader import RecordDataset
+
+    out = _edited_records(tmp_path)
+    payload = json.loads((out / "records.json").read_text())
+    payload["shardlist"][0]["nsamples"] = 2
+    (out / "records.json").write_text(json.dumps(payload))
+    with pytest.raises(DataError, match="lists 2 records for .*synthetic-000000.tar but its .index.npy has 4"):
+        RecordDataset(read_records(str(out)))[0]
+
+
+@pytest.mark.slow
+def test_a_record_damaged_mid_run_stops_training_keeping_the_finished_steps(
+    tiny_annotations: Path, tiny_bins: Path, registry, tmp_path: Path
+):
+    """With 2 data workers the error names the shard and record, the steps before it are saved, and after the
+    shard is re-encoded (here: restored) ``--resume`` ends bit-identical to a run that never met the damage."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from miro_core.records.order import ShuffledOrder
+    from miro_core.records.reader import RecordDataset
+    from miro_core.train import Trainer
+
+    from .conftest import tiny_train_config
+
+    def config(out: Path, data: Path | str, **overrides):
+        return tiny_train_config(data, tiny_bins, out, steps=5, save_every=0, **overrides)
+
+    straight = tmp_path / "straight"
+    Trainer(config(straight, tiny_annotations), registry, progress=False).run()
+    records = tmp_path / "records"
+    shutil.copytree(json.loads((straight / "config.json").read_text())["data"]["records"], records)
+    info = read_records(str(records))
+    batch = config(straight, records).batch_size
+    first_of_step_4 = ShuffledOrder(info.shard_sizes, seed=0).at(3 * batch, 1)[0]
+    number, inner = RecordDataset(info).locate(first_of_step_4)
+    shard = Path(info.shards[number]["url"])
+    original = shard.read_bytes()
+    fc.scramble_member(shard, np.load(str(shard).removesuffix(".tar") + ".index.npy"), inner, 0)
+
+    damaged = tmp_path / "damaged"
+    expected = rf"record {inner} of .*{shard.name} is damaged.*the 3 finished steps are saved"
+    with pytest.raises(DataError, match=expected):
+        Trainer(config(damaged, records, data_workers=2), registry, progress=False).run()
+    assert json.loads((damaged / "latest.json").read_text())["step"] == 3
+    shard.write_bytes(original)
+    Trainer(config(damaged, records), registry, progress=False).run(resume=True)
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        a = load_file(str(straight / "checkpoints" / "step-00000005" / name))
+        b = load_file(str(damaged / "checkpoints" / "step-00000005" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_the_odd_score_table_is_named_even_when_it_comes_first(tmp_path: Path):
+    """The first table was the reference: a column dropped from it blamed every other table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from miro_core.data.tables import check_score_tables
+
+    urls = []
+    for name, columns in (("s0", ["r1"]), ("s1", ["r1", "r2"]), ("s2", ["r1", "r2"])):
+        data = {"key": ["k0"], "shard": [name], "caption": [fc.CAPTION], **{c: [0.5] for c in columns}}
+        pq.write_table(pa.table(data), tmp_path / f"{name}.parquet")
+        urls.append(str(tmp_path / f"{name}.parquet"))
+    with pytest.raises(DataError, match=r"s0.parquet lacks r2 \(the reward columns of .*s1.parquet: r1, r2\)"):
+        check_score_tables(urls)
+
+
+def test_encode_counts_scored_rows_missing_from_their_shard(tmp_path: Path):
+    """A shard replaced between annotate and encode lost scored samples without a word."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard = fc.write(tmp_path / "data" / "s.tar", fc.tar_bytes(fc.good_members("g", 3)))
+    (tmp_path / "ann" / "scores").mkdir(parents=True)
+    keys = ["g000", "g001", "gone"]  # g002 is an annotation error row; "gone" is no longer in the shard
+    table = {"key": keys, "shard": [str(shard)] * 3, "caption": [fc.CAPTION] * 3, "r": [0.1, 0.2, 0.3]}
+    pq.write_table(pa.table(table), tmp_path / "ann" / "scores" / "s.parquet")
+    out = tmp_path / "records"
+    result = CliRunner().invoke(app, ["encode", str(tmp_path / "ann"), "--out", str(out), "--autoencoder", "pixels",
+                                      "--image-size", "8", "--workers", "0", "--quiet",
+                                      "--text-encoder-option", "max_length=8"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["samples"], summary["skipped"]) == (2, 1)
+
+
+def test_bins_fit_names_what_to_do_for_unusable_columns(tmp_path: Path, registry):
+    import pyarrow as pa
+
+    from miro_core.bins import fit_bins
+
+    (tmp_path / "scores").mkdir()
+    table = {"key": ["a", "b", "c"], "shard": ["s"] * 3, "caption": [fc.CAPTION] * 3,
+             "nan": [math.nan, math.inf, -math.inf], "huge": [1e308, -1e308, 1e308], "ok": [0.1, 0.2, 0.3]}
+    pq.write_table(pa.table(table), tmp_path / "scores" / "s.parquet")
+    with pytest.raises(DataError, match=r"'nan' has no finite scores .*leave it out \(--rewards huge,ok\)"):
+        fit_bins(str(tmp_path), num_bins=4, registry=registry)
+    with pytest.raises(DataError, match=r"'huge' \(scores from -1e\+308 to 1e\+308\)"):
+        fit_bins(str(tmp_path), num_bins=4, registry=registry, rewards=["huge"])
+
+
+def test_sample_names_an_empty_prompts_file_and_refuses_too_many_images(tmp_path: Path):
+    from miro_cli.sample_cmd import read_prompts
+
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n\t\n")
+    with pytest.raises(ConfigError, match="blank.txt holds no prompt"):
+        read_prompts(["a red circle"], blank)
+    many = tmp_path / "many.txt"
+    many.write_text("\n".join(f"prompt {i}" for i in range(5001)))
+    result = CliRunner().invoke(app, ["sample", str(tmp_path / "no-run"), "--out", str(tmp_path / "o"),
+                                      "--prompts-file", str(many), "--n", "2"])
+    assert result.exit_code == 1 and "5001 prompts x --n 2 = 10002 images" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_folders_that_read_but_do_not_fit_are_named(tmp_path: Path):
+    import torch
+
+    from miro_core.run_folder import load_optimizer_state, read_run_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"train": {}, "text_encoder": {"name": "minilm"}}')
+    with pytest.raises(DataError, match=r"config.json is damaged \(no 'model' object\)"):
+        read_run_config(run)
+    evil = tmp_path / "optimizer.pt"
+    torch.save({"f": print}, evil)  # a pickled function: never loaded
+    with pytest.raises(DataError) as caught:
+        load_optimizer_state(evil)
+    assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value)
+    assert "holds pickled objects, which are never loaded" in str(caught.value)
+
+
+@pytest.mark.slow
+def test_resume_names_a_checkpoint_that_does_not_fit_and_accepts_the_bins_by_another_path(
+    tiny_annotations: Path, tiny_bins: Path, registry, tmp_path: Path, monkeypatch
+):
+    import torch
+
+    from miro_core.train import Trainer
+
+    from .conftest import tiny_train_config
+
+    monkeypatch.chdir(tiny_bins.parent)
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(tiny_annotations, Path(tiny_bins.name), run, steps=2), registry, progress=False).run()
+    more = tiny_train_config(tiny_annotations, tiny_bins, run, steps=3)  # the same bins, named by an absolute path
+    checkpoint = run / "checkpoints" / "step-00000002"
+    optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    torch.save({"state": {}, "param_groups": []}, checkpoint / "optimizer.pt")
+    with pytest.raises(DataError, match=r"step-00000002 does not fit this run \(ValueError: .*parameter groups"):
+        Trainer(more, registry, progress=False).run(resume=True)
+    torch.save(optimizer, checkpoint / "optimizer.pt")
+    Trainer(more, registry, progress=False).run(resume=True)
+    assert json.loads((run / "latest.json").read_text())["step"] == 3
+
+
+def _damaged_release(tmp_path: Path, damage) -> Path:
+    import shutil
+
+    source = Path(__file__).parent / "fixtures" / "authors-reference"
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "uncond_embedding.npy"):
+        shutil.copy(source / name, folder / name)
+    damage(folder)
+    return folder
+
+
+def _edit_network(**change):
+    def damage(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        config["network"].update(change)
+        (folder / "config.json").write_text(json.dumps(config))
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_edit_network(data_dim="big"), r"config.json describes a network that cannot be built \(ValueError"),
+        (_edit_network(latents_dim=128), r"model.safetensors does not match its config.json: .*size mismatch"),
+        (lambda f: (f / "config.json").write_bytes(b'{"network": "\xff"}'), "config.json is not valid JSON"),
+        (lambda f: np.save(f / "uncond_embedding.npy", np.full((1, 48), np.nan, np.float32)),
+         r"uncond_embedding.npy is not a finite \(tokens, width\) embedding"),
+        (lambda f: np.save(f / "uncond_embedding.npy", np.float32(1)), r"embedding \(shape \(\)\)"),
+        (lambda f: (f / "uncond_embedding.npy").write_bytes(b"\x00" * 100),
+         r"uncond_embedding.npy is not a readable .npy array \(damaged, or it holds pickled objects"),
+    ],
+)
+def test_convert_names_a_damaged_release(tmp_path: Path, damage, message: str):
+    """Each was an unexpected failure, a multi-line message, advice to load pickles, or NaN negative text."""
+    folder = _damaged_release(tmp_path, damage)
+    result = CliRunner().invoke(app, ["convert", str(folder), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert re.search(message, " ".join(result.output.split())), result.output
+    assert "unexpected" not in result.output and "allow_pickle" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) <= 4  # one (wrapped) error line
+
+
+def test_a_damaged_records_score_table_says_to_re_encode(tmp_path: Path):
+    """The advice was to rerun `miro annotate`, which never writes a records shard's table."""
+    import pyarrow as pa
+
+    from miro_core.data.tables import check_score_tables
+
+    table = tmp_path / "shard-000000.scores.parquet"
+    pq.write_table(pa.table({"key": ["k"], "shard": ["s"], "caption": ["c"], "r": ["high"]}), table)
+    with pytest.raises(DataError, match=r"not numbers; .*delete that records shard .*rerun `miro encode`"):
+        check_score_tables([str(table)])
+
+
+def test_a_damaged_tar_header_in_a_shard_without_index_is_named(tmp_path: Path):
+    """Scanning the headers raised UnicodeDecodeError, which a DataLoader worker turns into a bare RuntimeError."""
+    from miro_core.records.reader import RecordDataset
+
+    out = _edited_records(tmp_path)
+    shard = out / "shards" / "synthetic-000000.tar"
+    index = np.load(out / "shards" / "synthetic-000000.index.npy")
+    payload = bytearray(shard.read_bytes())
+    header = int(index[2, 0, 0]) - 512
+    payload[header:header + 512] = b"\xb2" * 512
+    shard.write_bytes(bytes(payload))
+    (out / "shards" / "synthetic-000000.index.npy").unlink()
+    with pytest.raises(DataError, match=rf"synthetic-000000.tar has a damaged tar header at byte {header}; re-encode"):
+        RecordDataset(read_records(str(out)))[0]
+
+
+def test_the_processes_outliving_a_failed_one_say_so():
+    """Under `accelerate launch`, the other ranks printed an 'unexpected RuntimeError ... GLHF' from gloo."""
+    from miro_cli.common import explain
+
+    gloo = RuntimeError("[third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                        "[127.0.0.1]:9625. This is typically caused by a remote worker crashing.")
+    assert explain(gloo).startswith("another process of this multi-process run stopped")
+
+
+def test_a_damaged_records_index_is_rewritten_by_the_same_encode(tmp_path: Path):
+    """Rerunning encode into records whose records.json is not JSON was an unexpected JSONDecodeError."""
+    data = fc.write_dataset(tmp_path / "data", {"s": fc.tar_bytes(fc.good_members("g", 2))})
+    out = tmp_path / "records"
+    command = ["encode", str(data), "--out", str(out), "--autoencoder", "pixels", "--image-size", "8",
+               "--workers", "0", "--quiet", "--text-encoder-option", "max_length=8"]
+    assert CliRunner().invoke(app, command).exit_code == 0
+    (out / "records.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"records.json is not valid JSON .*delete it and rerun the `miro encode`"):
+        read_records(str(out))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1 and "delete it and rerun the same `miro encode` command" in result.output
+    (out / "records.json").unlink()
+    assert CliRunner().invoke(app, command).exit_code == 0
+    assert read_records(str(out)).samples == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x00" * 100, "damaged, or it holds pickled objects"),
+        (fc.npy_bytes(np.full((1, 48), np.nan, np.float32)), "not a finite"),
+        (fc.npy_bytes(np.zeros((1, 7), np.float32)), "width 7, the network's text width is 48"),
+    ],
+)
+def test_a_damaged_negative_text_of_a_run_is_named(tmp_path: Path, payload: bytes, message: str):
+    from miro_core.run_folder import NEGATIVE_TEXT_FILE, load_negative_text
+
+    (tmp_path / NEGATIVE_TEXT_FILE).write_bytes(payload)
+    config = {"negative_text": "uncond_embedding", "model": {"text_dim": 48}}
+    with pytest.raises(DataError, match=rf"uncond_embedding.npy cannot be used \(.*{message}.*miro convert --force"):
+        load_negative_text(tmp_path, config)
+
+
+def test_a_folder_in_place_of_a_records_shard_or_its_index(tmp_path: Path):
+    """IsADirectoryError reached the user as an unexpected failure, without the path when raised in a worker."""
+    import shutil
+
+    from miro_core.records.reader import RecordDataset
+
+    out = _edited_records(tmp_path)
+    index = out / "shards" / "synthetic-000000.index.npy"
+    index.unlink()
+    index.mkdir()  # an unreadable index: the tar headers are scanned instead
+    assert RecordDataset(read_records(str(out)))[3]["input"].shape == (3, 4, 4)
+    shutil.rmtree(index)
+    shard = out / "shards" / "synthetic-000000.tar"
+    shard.unlink()
+    shard.mkdir()
+    with pytest.raises(DataError, match=r"synthetic-000000.tar cannot be read \(Is a directory\); fix it or re-encode"):
+        RecordDataset(read_records(str(out)))[0]

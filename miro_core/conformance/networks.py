@@ -72,7 +72,8 @@ def check_backbone(
 
     if not run("build and forward: output shaped like x", build):
         run.skip(["batch equals one at a time", "padding tokens are ignored", "inputs are not modified",
-                  "weights survive a safetensors round trip", "gradients reach the parameters", "deterministic"],
+                  "weights survive a safetensors round trip", "gradients reach the parameters", "deterministic",
+                  "the output depends on the conditioning"],
                  "build or forward failed")
         return run.finish(raise_on_failure)
     network, out = state["network"], state["out"]
@@ -119,6 +120,7 @@ def check_backbone(
         require(torch.equal(out, again), "a freshly built network with the saved weights gives other outputs")
 
     def gradients() -> None:
+        require(any(p.requires_grad for p in network.parameters()), "the network has no trainable parameters")
         network.train()
         network.zero_grad()
         target = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
@@ -128,6 +130,29 @@ def check_backbone(
         require(all(g is None or bool(torch.isfinite(g).all()) for g in grads), "a gradient is NaN or infinite")
         network.zero_grad()
         network.eval()
+
+    def conditioned() -> None:
+        torch.manual_seed(0)
+        fresh = cls(options).build(spec).eval()
+        with torch.no_grad():  # move zero-initialised output layers (adaLN-zero) off zero, so inputs can show
+            noise = torch.Generator().manual_seed(3)
+            for parameter in fresh.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=noise).to(parameter.dtype) * 0.1)
+            base = forward(fresh, x, t, cond)
+            tokens = cond.tokens.clone()
+            tokens[:, :-2] = torch.randn(batch, length - 2, cond_dim, generator=noise)  # the real tokens only
+            changes = {
+                "the text and reward tokens (mask True)": forward(
+                    fresh, x, t, Conditioning(tokens, cond.mask, cond.pooled)),
+                "the time t": forward(fresh, x, 1.0 - t, cond),
+            }
+            if cond.pooled is not None and "pooled" in cls.reward_conditioning:
+                changes["the pooled reward vector"] = forward(
+                    fresh, x, t, Conditioning(cond.tokens, cond.mask, torch.randn(
+                        cond.pooled.shape, generator=noise)))
+        ignored = [what for what, again in changes.items() if torch.allclose(base, again, atol=1e-7, rtol=0)]
+        require(not ignored, f"the output does not depend on {' or '.join(ignored)}: the network ignores its "
+                             "conditioning")
 
     def overrides() -> None:
         if cls.network_options is None:
@@ -145,6 +170,7 @@ def check_backbone(
     run("deterministic", deterministic)
     run("weights survive a safetensors round trip", weights_round_trip)
     run("gradients reach the parameters", gradients)
+    run("the output depends on the conditioning", conditioned)
     run("unknown overrides are rejected", overrides)
     return run.finish(raise_on_failure)
 

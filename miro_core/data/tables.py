@@ -60,25 +60,35 @@ def read_table(url: str, columns: Sequence[str] | None = None) -> Any:
     except DataError:
         raise
     except Exception as err:  # noqa: BLE001 - report which file is broken
-        raise DataError(f"cannot read annotation table {url}: {err}{_REDO}") from err
+        raise DataError(f"cannot read annotation table {url}: {err}{_redo(url)}") from err
 
 
-_REDO = (
-    "; if it was damaged or edited, delete it and rerun `miro annotate` with the same --out to score that shard again"
-)
+def _redo(url: str) -> str:
+    """What to do about a damaged score table: an annotation's is scored again, a records shard's re-encoded."""
+    if url.endswith(".scores.parquet"):  # beside a records shard (records/layout.py)
+        return (
+            "; if it was damaged or edited, delete that records shard (its .tar, .json, .index.npy and "
+            ".scores.parquet) and rerun `miro encode`, or fit the bins on the annotations it was encoded from"
+        )
+    return (
+        "; if it was damaged or edited, delete it and rerun `miro annotate` with the same --out to score that shard "
+        "again"
+    )
 
 
 def check_score_tables(urls: Sequence[str]) -> list[str]:
     """The reward columns of the score tables ``urls``, after checking every table's schema (footers only).
 
     Every table must have the text columns ``key``, ``shard`` and ``caption`` and the same float columns as
-    the first one: a table edited by hand (a column dropped, renamed, added or turned into text) would
+    most of the tables: a table edited by hand (a column dropped, renamed, added or turned into text) would
     otherwise become missing scores, a new "reward" or a crash far from its cause.
     """
+    from collections import Counter
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    reference: tuple[str, list[str]] | None = None
+    columns: list[tuple[str, list[str]]] = []
     for url in urls:
         try:
             fs, path = filesystem(url)
@@ -86,23 +96,31 @@ def check_score_tables(urls: Sequence[str]) -> list[str]:
                 metadata = pq.ParquetFile(handle).metadata
                 schema, empty = metadata.schema.to_arrow_schema(), metadata.num_rows == 0
         except Exception as err:  # noqa: BLE001 - report which file is broken
-            raise DataError(f"cannot read annotation table {url}: {err}{_REDO}") from err
+            raise DataError(f"cannot read annotation table {url}: {err}{_redo(url)}") from err
         for name in ("key", "shard", "caption"):
             if name not in schema.names:
-                raise DataError(f"annotation table {url} has no {name!r} column{_REDO}")
+                raise DataError(f"annotation table {url} has no {name!r} column{_redo(url)}")
             kind = schema.field(name).type
             if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
-                raise DataError(f"column {name!r} of annotation table {url} is {kind}, not text{_REDO}")
+                raise DataError(f"column {name!r} of annotation table {url} is {kind}, not text{_redo(url)}")
         rewards = [name for name in schema.names if name not in TEXT_COLUMNS]
         for name in rewards:
             kind = schema.field(name).type
             if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)):
-                raise DataError(f"reward column {name!r} of annotation table {url} is {kind}, not numbers{_REDO}")
+                raise DataError(
+                    f"reward column {name!r} of annotation table {url} is {kind}, not numbers{_redo(url)}"
+                )
         if empty and not rewards:
             continue  # a table without rows (a shard with no usable sample) may carry no score column
-        if reference is None:
-            reference = (url, rewards)
-        elif sorted(rewards) != sorted(reference[1]):
+        columns.append((url, rewards))
+    if not columns:
+        return []
+    # the columns most tables have are the annotation's: the table that differs is the one named, even when it
+    # comes first
+    counts = Counter(tuple(sorted(rewards)) for _, rewards in columns)
+    reference = next(c for c in columns if counts[tuple(sorted(c[1]))] == max(counts.values()))
+    for url, rewards in columns:
+        if sorted(rewards) != sorted(reference[1]):
             missing = sorted(set(reference[1]) - set(rewards))
             extra = sorted(set(rewards) - set(reference[1]))
             what = "; ".join(
@@ -111,9 +129,9 @@ def check_score_tables(urls: Sequence[str]) -> list[str]:
             )
             raise DataError(
                 f"annotation table {url} {what} (the reward columns of {reference[0]}: {', '.join(reference[1])})"
-                f"{_REDO}"
+                f"{_redo(url)}"
             )
-    return reference[1] if reference else []
+    return reference[1]
 
 
 def count_rows(url: str) -> int:

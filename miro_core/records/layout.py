@@ -22,6 +22,8 @@ EMPTY_CAPTION_FILE = "empty_caption.safetensors"
 
 #: Member extensions of one sample (``KEY.<ext>``); the model input is ``image.npy`` or ``latent.npy``.
 INPUT_MEMBER = {"pixels": "image.npy", "latents": "latent.npy"}
+#: dtype of the model input as written: uint8 pixels, float16 latents.
+INPUT_DTYPE = {"pixels": "uint8", "latents": "float16"}
 TOKENS_MEMBER = "tokens.npy"
 MASK_MEMBER = "mask.npy"
 META_MEMBER = "json"
@@ -99,8 +101,11 @@ def read_records(url: str) -> RecordsInfo:
     try:
         payload = read_json(index_url)
     except ValueError as err:
-        raise DataError(f"{index_url} is not valid JSON: {err}") from None
-    if payload.get("format") != FORMAT:
+        raise DataError(
+            f"{index_url} is not valid JSON ({err}); delete it and rerun the `miro encode` command that wrote it (the "
+            "finished shards are kept and it is written again)"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataError(f'{index_url} is not a miro records index (no "format": "{FORMAT}")')
     if int(payload.get("version", 0)) > VERSION:
         raise DataError(f"{index_url} has records format version {payload.get('version')}; upgrade miro to read it")
@@ -108,20 +113,38 @@ def read_records(url: str) -> RecordsInfo:
         raise DataError(
             f"the records at {url} are unfinished; run the same `miro encode` command again to complete them"
         )
-    shards = [{**s, "url": join(url, s["url"])} for s in payload["shardlist"]]
-    if not shards or sum(int(s["nsamples"]) for s in shards) == 0:
+    try:
+        shards = [{**s, "url": join(url, s["url"]), "nsamples": _count(s["nsamples"])} for s in payload["shardlist"]]
+        info = RecordsInfo(
+            url=url,
+            input_kind=payload["input"]["kind"],
+            input_shape=tuple(int(v) for v in payload["input"]["shape"]),  # type: ignore[arg-type]
+            image_size=int(payload["image_size"]),
+            autoencoder=payload["autoencoder"],
+            text_encoder=payload["text_encoder"],
+            score_keys=list(payload.get("score_keys", [])),
+            shards=shards,
+            source=payload.get("source", ""),
+            channel_mean=payload.get("channel_mean"),
+            channel_std=payload.get("channel_std"),
+            raw=payload,
+        )
+        if info.input_kind not in INPUT_MEMBER or len(info.input_shape) != 3:
+            raise ValueError(f"input {payload['input']!r} is neither pixels nor latents of shape (C, H, W)")
+        info.text_shape  # noqa: B018 - checks max_length and dim are there
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise DataError(
+            f"{index_url} is damaged ({what}); rerun the `miro encode` command that wrote it (the finished shards "
+            "are kept and it is written again)"
+        ) from None
+    if not shards or sum(s["nsamples"] for s in shards) == 0:
         raise DataError(f"the records at {url} hold no samples")
-    return RecordsInfo(
-        url=url,
-        input_kind=payload["input"]["kind"],
-        input_shape=tuple(int(v) for v in payload["input"]["shape"]),  # type: ignore[arg-type]
-        image_size=int(payload["image_size"]),
-        autoencoder=payload["autoencoder"],
-        text_encoder=payload["text_encoder"],
-        score_keys=list(payload.get("score_keys", [])),
-        shards=shards,
-        source=payload.get("source", ""),
-        channel_mean=payload.get("channel_mean"),
-        channel_std=payload.get("channel_std"),
-        raw=payload,
-    )
+    return info
+
+
+def _count(value: Any) -> int:
+    """A shard's ``nsamples``: a non-negative whole number."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"nsamples {value!r} is not a count of records")
+    return value

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from miro_core.errors import DataError
 from miro_core.records.layout import (
     EMPTY_CAPTION_FILE,
+    INPUT_DTYPE,
     MASK_MEMBER,
     META_MEMBER,
     TOKENS_MEMBER,
@@ -91,6 +92,12 @@ class RecordShard:
         self.fields = {name: i for i, name in enumerate(fields)}
         self.fd = os.open(path, os.O_RDONLY)
         size = os.fstat(self.fd).st_size
+        if members is not None and members.ndim == 3 and len(members) != samples:
+            os.close(self.fd)
+            raise DataError(
+                f"records.json lists {samples} records for {path} but its .index.npy has {len(members)}; "
+                "restore records.json, or re-encode that shard"
+            )
         if members is not None and members.shape == (samples, len(fields), 2) and (members[..., 0] < size).all():
             self.offsets, self.sizes = members[..., 0], members[..., 1]
         else:
@@ -102,10 +109,15 @@ class RecordShard:
         position = 0
         while position + TAR_BLOCK <= size:
             header = os.pread(self.fd, TAR_BLOCK, position)
-            name = header[:100].split(b"\0", 1)[0].decode("utf-8")
+            try:
+                name = header[:100].split(b"\0", 1)[0].decode("utf-8")
+                length = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8) if name else 0
+            except ValueError:  # also UnicodeDecodeError
+                raise DataError(
+                    f"records shard {self.path} has a damaged tar header at byte {position}; re-encode it"
+                ) from None
             if not name:
                 break  # the two zero blocks that end a tar
-            length = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
             if header[156:157] in (b"0", b"\0"):
                 key, _, extension = name.partition(".")
                 column = self.fields.get(extension)
@@ -130,7 +142,10 @@ class RecordShard:
         data = os.pread(self.fd, TAR_BLOCK + length, start - TAR_BLOCK)
         expected = f"{record:07d}.{field}".encode()
         if data[: len(expected)] != expected or data[len(expected) : len(expected) + 1] not in (b"\0", b""):
-            raise DataError(f"records shard {self.path}: member {expected.decode()} is not where its index says")
+            raise DataError(
+                f"records shard {self.path}: member {expected.decode()} is not where its index says; delete its "
+                ".index.npy (the shard is then scanned) or re-encode that shard"
+            )
         return data[TAR_BLOCK:]
 
     def close(self) -> None:
@@ -151,6 +166,8 @@ class NpyReader:
     def __call__(self, payload: bytes) -> np.ndarray:
         import io
 
+        if bytes(payload[:6]) != b"\x93NUMPY":
+            raise ValueError("its bytes are not a .npy array")
         if bytes(payload[6:8]) == b"\x01\x00":
             end = 10 + int.from_bytes(payload[8:10], "little")
             header = bytes(payload[:end])
@@ -176,7 +193,7 @@ def member_index(tar_url: str) -> np.ndarray | None:
     try:
         with fsspec.open(member_index_url(tar_url), "rb") as handle:
             return np.load(io.BytesIO(handle.read()), allow_pickle=False)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # missing or unreadable: the shard's headers are scanned instead
         return None
 
 
@@ -196,6 +213,12 @@ class RecordDataset(Dataset):
         self.fields = (info.input_member, TOKENS_MEMBER, MASK_MEMBER, META_MEMBER)
         self._open: OrderedDict[int, RecordShard] = OrderedDict()
         self._npy = NpyReader()
+        length = info.text_shape[0]
+        self._expected = {
+            "input": (np.dtype(INPUT_DTYPE[info.input_kind]), info.input_shape),
+            "tokens": (np.dtype(np.float16), info.text_shape),
+            "mask": (np.dtype(np.bool_), (length,)),
+        }
 
     def __len__(self) -> int:
         return int(self.ends[-1])
@@ -216,6 +239,10 @@ class RecordDataset(Dataset):
                                 member_index(url))
         except FileNotFoundError:
             raise DataError(f"records shard {url} is missing; run `miro encode` again to rewrite it") from None
+        except OSError as err:  # a folder in its place, no permission: named here, since workers lose the path
+            raise DataError(
+                f"records shard {url} cannot be read ({err.strerror or err}); fix it or re-encode that shard"
+            ) from None
         self._open[number] = shard
         while len(self._open) > self.open_shards:
             _, oldest = self._open.popitem(last=False)
@@ -243,8 +270,18 @@ class RecordDataset(Dataset):
                 "scores": meta.get("scores", {}),
                 "caption": meta.get("caption", ""),
             }
+            if not isinstance(record["scores"], dict):
+                raise ValueError(f"its scores are a {type(record['scores']).__name__}, not a table")
+            record["scores"] = {key: _stored_score(key, value) for key, value in record["scores"].items()}
         except (ValueError, AttributeError) as err:
             raise DataError(f"record {inner} of {self.urls[number]} is damaged ({err}); re-encode that shard") from None
+        for field, (dtype, shape) in self._expected.items():  # np.stack would silently upcast or fail unnamed
+            if record[field].dtype != dtype or record[field].shape != shape:
+                raise DataError(
+                    f"record {inner} of {self.urls[number]} is damaged (its {field} is {record[field].dtype} "
+                    f"{tuple(record[field].shape)}, records.json says {dtype} {shape}); re-encode that shard "
+                    "(delete it and its .json and .index.npy, then rerun `miro encode`)"
+                )
         for field in ("input", "tokens"):  # encoders never write NaN or inf: such values are damaged bytes
             if record[field].dtype.kind == "f" and not np.isfinite(record[field]).all():
                 raise DataError(
@@ -300,6 +337,13 @@ class Collate:
                 columns.append(self.bins.levels(key, raw))
             batch["levels"] = torch.from_numpy(np.stack(columns, axis=1).astype(np.float32))
         return batch
+
+
+def _stored_score(key: str, value: Any) -> float | None:
+    """A score as stored (a number, None or NaN for missing); anything else is damage, named by its key."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"its score {key!r} is {value!r}, not a number")
 
 
 def _score(value: Any) -> float:
