@@ -305,10 +305,14 @@ class Trainer:
 
     # -- setup ----------------------------------------------------------------------------------
     def _check_run_folder(self, resume: bool, records: Any) -> dict[str, Any] | None:
-        from miro_core.run_folder import read_run_config
+        from miro_core.run_folder import latest_checkpoint, read_run_config
 
         config_path = self.run_dir / "config.json"
         if not config_path.exists():
+            return None
+        if latest_checkpoint(self.run_dir) is None and not any((self.run_dir / "checkpoints").glob("step-*")):
+            # a run that stopped before its first checkpoint (e.g. a failure at step 1) has nothing to lose or
+            # continue: start it over with the options given now (config.json is rewritten at step 0)
             return None
         if not resume:
             raise ConfigError(

@@ -83,6 +83,35 @@ def test_existing_run_needs_resume_and_matching_options(tiny_run: Path, tiny_ann
         Trainer(changed, registry, progress=False).run(resume=True)
 
 
+def test_a_run_that_stopped_before_its_first_checkpoint_starts_over(tiny_annotations, tiny_bins, registry,
+                                                                     tmp_path):
+    """A run that failed before saving anything (e.g. at step 1) must not block its folder: rerunning with
+    other options, with or without --resume, starts it over, and trains exactly as a fresh folder would."""
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(tiny_annotations, tiny_bins, run, steps=2, save_every=2), registry,
+            progress=False).run()
+    (run / "latest.json").unlink()
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")  # as if it had stopped before its first save
+    for resume in (False, True):
+        other = tiny_train_config(tiny_annotations, tiny_bins, run, steps=2, save_every=2, lr=0.5)
+        Trainer(other, registry, progress=False).run(resume=resume)
+        assert json.loads((run / "config.json").read_text())["train"]["lr"] == 0.5
+        assert json.loads((run / "latest.json").read_text())["step"] == 2
+        if not resume:
+            (run / "latest.json").unlink()
+            shutil.rmtree(run / "checkpoints")
+    fresh = tmp_path / "fresh"
+    Trainer(tiny_train_config(tiny_annotations, tiny_bins, fresh, steps=2, save_every=2, lr=0.5), registry,
+            progress=False).run()
+    a, b = weights(run), weights(fresh)
+    assert all(torch.equal(a[k], b[k]) for k in a), "a restarted folder trains as a fresh one"
+    with pytest.raises(ConfigError, match="already holds a run"):  # a run with a checkpoint is never overwritten
+        Trainer(tiny_train_config(tiny_annotations, tiny_bins, run, steps=2, save_every=2), registry,
+                progress=False).run()
+
+
 def test_resume_keeps_the_global_batch_not_the_batch_size(tiny_annotations, tiny_bins, registry, tmp_path):
     """Another batch size or accumulation is fine on resume when the global batch (what decides which records
     step s reads) stays; another global batch would silently reread or skip records, so it is refused."""
