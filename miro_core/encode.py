@@ -651,7 +651,7 @@ class RecordEncoder:
             images = pixels.to(self.cfg.device, non_blocking=True).float() / 127.5 - 1.0
             latents = autoencoder.encode(images)
             if tuple(latents.shape[1:]) != expected or not bool(torch.isfinite(latents).all()):
-                from miro_core.network_contract import broken, describe
+                from miro_core.plugin_blame import broken, describe
 
                 problem = (f"encode() returned latents {tuple(latents.shape[1:])} per image, expected {expected} "
                            "(its latent_shape)" if tuple(latents.shape[1:]) != expected

@@ -22,25 +22,12 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from miro_core.errors import PluginError
+from miro_core.plugin_blame import broken, describe
 
 
 def describe_strategy(strategy: Any, registry: Any = None) -> str:
     """``guidance strategy 'x' (distribution 1.2)``, or with the class when the registry does not know it."""
-    name = getattr(strategy, "name", "") or type(strategy).__name__
-    if registry is not None:
-        from miro_core.provenance import of_instance
-
-        record = of_instance(registry, "guidance", strategy)
-        if record and record.get("distribution") not in (None, "?"):
-            return f"guidance strategy {name!r} ({record['distribution']} {record['distribution_version']})"
-    cls = type(strategy)
-    return f"guidance strategy {name!r} ({cls.__module__}.{cls.__qualname__})"
-
-
-def _broken(who: str, problem: str) -> PluginError:
-    return PluginError(f"{who} broke the guidance contract: {problem}. Check it with "
-                       "miro_core.conformance.check_guidance")
+    return describe(strategy, "guidance", registry, kind="guidance strategy")
 
 
 def _level(value: Any) -> float | None:
@@ -61,7 +48,8 @@ def checked_negative_targets(
     """``result`` of ``negative_targets`` as ``{key: float}`` in the run's key order, or PluginError."""
     who = describe_strategy(strategy, registry)
     if not isinstance(result, Mapping):
-        raise _broken(who, f"negative_targets() returned {type(result).__name__}, not a mapping of reward key to level")
+        raise broken(who, "guidance",
+                     f"negative_targets() returned {type(result).__name__}, not a mapping of reward key to level")
     missing = [key for key in reward_keys if key not in result]
     extra = sorted(str(key) for key in result if key not in reward_keys)
     if missing or extra:
@@ -70,8 +58,9 @@ def checked_negative_targets(
             parts.append(f"missing {', '.join(missing)}")
         if extra:
             parts.append(f"unknown {', '.join(extra)}")
-        raise _broken(
+        raise broken(
             who,
+            "guidance",
             f"negative_targets() must give a level for exactly the run's reward keys "
             f"({', '.join(reward_keys) or 'none'}): {'; '.join(parts)}",
         )
@@ -79,9 +68,10 @@ def checked_negative_targets(
     for key in reward_keys:
         level = _level(result[key])
         if level is None:
-            raise _broken(who, f"negative target {key}={result[key]!r} is not a finite number")
+            raise broken(who, "guidance", f"negative target {key}={result[key]!r} is not a finite number")
         if bounded and not 0.0 <= level <= 1.0:
-            raise _broken(who, f"negative target {key}={level:g} is outside [0, 1] (the levels the run was trained on)")
+            raise broken(who, "guidance",
+                         f"negative target {key}={level:g} is outside [0, 1] (the levels the run was trained on)")
         targets[key] = level
     return targets
 
@@ -91,8 +81,9 @@ def checked_weight(strategy: Any, step: int, num_steps: int, registry: Any = Non
     value = strategy.scale_at(step, num_steps)
     weight = _level(value)
     if weight is None:
-        raise _broken(
+        raise broken(
             describe_strategy(strategy, registry),
+            "guidance",
             f"scale_at({step}, {num_steps}) returned {value!r}; the guidance weight must be a finite number",
         )
     return weight
@@ -111,8 +102,9 @@ def checked_combination(
     branches are."""
     shape = getattr(combined, "shape", None)
     if shape is None or tuple(shape) != tuple(v_positive.shape):
-        raise _broken(
+        raise broken(
             describe_strategy(strategy, registry),
+            "guidance",
             f"combine() returned {type(combined).__name__} of shape {None if shape is None else tuple(shape)} "
             f"for velocities of shape {tuple(v_positive.shape)}",
         )
@@ -121,5 +113,6 @@ def checked_combination(
 
         both_finite = torch.isfinite(v_positive) & torch.isfinite(v_negative)
         if not bool(torch.isfinite(combined)[both_finite].all()):
-            raise _broken(describe_strategy(strategy, registry), "combine() returned NaN or infinite velocities")
+            raise broken(describe_strategy(strategy, registry), "guidance",
+                         "combine() returned NaN or infinite velocities")
     return combined

@@ -305,7 +305,7 @@ def build_model(spec: ModelSpec, registry: Any) -> MiroModel:
     """Build the backbone plugin's network for this spec and wrap it."""
     from miro_core.backbone import BackboneSpec
     from miro_core.errors import ConfigError
-    from miro_core.network_contract import broken, describe
+    from miro_core.plugin_blame import broken, describe
 
     backbone = registry.backbones.create(spec.backbone, spec.backbone_options)
     designs = getattr(backbone, "designs", frozenset({"framework"}))

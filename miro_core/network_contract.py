@@ -16,28 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from miro_core.errors import PluginError
+from miro_core.plugin_blame import broken, describe
 
 #: How far outside [-1, 1] decoded images may lie (float rounding of a clamp in another dtype).
 DECODE_TOLERANCE = 1e-3
-
-
-def describe(component: Any, table: str, registry: Any = None) -> str:
-    """``sampler 'x' (distribution 1.2)``, or with the class when the registry does not know it."""
-    cls = type(component)
-    name = getattr(component, "name", "") or cls.__name__
-    kind = cls.kind() if hasattr(cls, "kind") else table
-    if registry is not None:
-        from miro_core.provenance import of_instance
-
-        record = of_instance(registry, table, component)
-        if record and record.get("distribution") not in (None, "?"):
-            return f"{kind} {name!r} ({record['distribution']} {record['distribution_version']})"
-    return f"{kind} {name!r} ({cls.__module__}.{cls.__qualname__})"
-
-
-def broken(who: str, contract: str, problem: str) -> PluginError:
-    return PluginError(f"{who} broke the {contract} contract: {problem}. Check it with "
-                       f"miro_core.conformance.check_{contract.replace(' ', '_')}")
 
 
 def _shape(value: Any) -> str:
@@ -66,7 +48,8 @@ def checked_text_encoding(encoder: Any, count: int, result: Any, registry: Any =
     if not bool(torch.isfinite(tokens).all()):
         raise broken(who(), "text encoder", "the token embeddings have NaN or infinite values")
     if count and not bool(mask.any(dim=1).all()):
-        raise broken(who(), "text encoder", "a caption has no real token (its mask is all False)")
+        raise broken(who(), "text encoder", "a caption has no real token (its mask is all False); every caption, "
+                     "even an empty one, needs at least one")
     return tokens, mask
 
 

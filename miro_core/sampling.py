@@ -89,15 +89,18 @@ def guided_sample(
     )
     n = noise.shape[0]
     # every step's weight, checked before the first model evaluation (a plugin's NaN would give black images)
-    weights = checked_weights(strategy, num_steps)
+    weights = checked_weights(strategy, num_steps, registry)
     combined_once: list[bool] = []  # combine's result is checked for finiteness at the first guided step only
+    # per evaluation: the velocity is finite or its input was not (so a NaN is blamed on the network that made it);
+    # read only if x_0 is not finite, so no device sync per step
+    finite: list[torch.Tensor] = []
 
     def velocity(
         x: torch.Tensor, t: float, step: int, states: BranchStates | None
     ) -> tuple[torch.Tensor, BranchStates]:
         t = checked_velocity_call(sampler, x, t, step, noise, registry)
         states = states or BranchStates()
-        weight = weights[step] if 0 <= step < num_steps else checked_weight(strategy, step, num_steps)
+        weight = weights[step] if 0 <= step < num_steps else checked_weight(strategy, step, num_steps, registry)
         if weight == 0.0:
             times = torch.full((n,), t, device=x.device)
             v, state = evaluate(model, x, times, positive, states.positive)
@@ -109,13 +112,10 @@ def guided_sample(
         v_pos, v_neg = v[:n], v[n:]
         split = BranchStates() if state is None else BranchStates(state[:n], state[n:])
         combined = checked_combination(strategy, strategy.combine(v_pos, v_neg, weight), v_pos, v_neg,
-                                       finite=not combined_once)
+                                       finite=not combined_once, registry=registry)
         combined_once.append(True)
         return combined, split
 
-    # per evaluation: the velocity is finite or its input was not (so a NaN is blamed on the network that made it);
-    # read only if x_0 is not finite, so no device sync per step
-    finite: list[torch.Tensor] = []
     x0 = sampler.integrate(velocity, noise, num_steps)
     backbone = getattr(model, "backbone_label", "the backbone")
     return checked_sample(sampler, x0, noise, lambda: bool(torch.stack(finite).all()) if finite else True,

@@ -270,12 +270,25 @@ def record_pipeline(
 ) -> None:
     pipe = load_their_pipeline(folder, vae, variant)
     pipe.tokenizer, pipe.text_encoder = LookupTokenizer(masks), LookupEncoder(embeddings)
-    captured: list[torch.Tensor] = []
-    pipe.postprocessing.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().clone()))
     for case in cases:
-        captured.clear()
+        images, latents = run_their_case(pipe, [f"p{i}" for i in case["prompts"]], case)
+        batch = len(case["prompts"]) * case["num_images_per_prompt"]
+        noise = torch.randn(batch, 4, LATENT_SIZE, LATENT_SIZE, generator=torch.Generator().manual_seed(case["seed"]))
+        out[f"{case['name']}.noise"] = noise
+        out[f"{case['name']}.latents"] = latents
+        out[f"{case['name']}.images"] = torch.from_numpy(np.ascontiguousarray(images))
+
+
+def run_their_case(pipe, prompts: list[str], case: dict) -> tuple[np.ndarray, torch.Tensor]:
+    """Their pipeline on one recorded case: its images, and the latents it handed to the VAE (captured by a
+    hook on their post-processing, since their call returns only images)."""
+    captured: list[torch.Tensor] = []
+    hook = pipe.postprocessing.register_forward_pre_hook(
+        lambda module, args: captured.append(args[0].detach().clone())
+    )
+    try:
         images = pipe(
-            [f"p{i}" for i in case["prompts"]],
+            prompts,
             reward_targets=case["reward_targets"],
             negative_reward_targets=case["negative_reward_targets"],
             num_inference_steps=case["num_inference_steps"],
@@ -284,11 +297,9 @@ def record_pipeline(
             generator=torch.Generator().manual_seed(case["seed"]),
             output_type="numpy",
         )
-        batch = len(case["prompts"]) * case["num_images_per_prompt"]
-        noise = torch.randn(batch, 4, LATENT_SIZE, LATENT_SIZE, generator=torch.Generator().manual_seed(case["seed"]))
-        out[f"{case['name']}.noise"] = noise
-        out[f"{case['name']}.latents"] = captured[0].float()
-        out[f"{case['name']}.images"] = torch.from_numpy(np.ascontiguousarray(images))
+    finally:
+        hook.remove()
+    return images, captured[0].float()
 
 
 def record_forward(
@@ -457,20 +468,8 @@ def record_concat_variant(root: Path, vae, out: dict) -> dict:
     tokenizer, t5 = tiny_t5(root / "t5")
     pipe = load_their_pipeline(root, vae, variant="concat-tokens")
     pipe.tokenizer, pipe.text_encoder = tokenizer, t5
-    captured: list[torch.Tensor] = []
-    pipe.postprocessing.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().clone()))
     case = CONCAT_CASE
-    images = pipe(
-        case["prompts"],
-        reward_targets=case["reward_targets"],
-        negative_reward_targets=case["negative_reward_targets"],
-        num_inference_steps=case["num_inference_steps"],
-        guidance_scale=case["guidance_scale"],
-        num_images_per_prompt=case["num_images_per_prompt"],
-        generator=torch.Generator().manual_seed(case["seed"]),
-        output_type="numpy",
-    )
-    out[f"{case['name']}.latents"] = captured[0].float()
+    images, out[f"{case['name']}.latents"] = run_their_case(pipe, case["prompts"], case)
     out[f"{case['name']}.images"] = torch.from_numpy(np.ascontiguousarray(images))
     return {"name": "concat-tokens", "weights": "float16", "text_encoder": "t5/ (tiny random T5)", "case": case}
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from miro_core.conformance.runner import UNKNOWN_OPTION, CheckRun, Report, SkipCheck, check_common, require
 from miro_core.errors import ConfigError
+from miro_core.network_contract import checked_decoded, checked_text_encoding
 
 
 # -- backbones --------------------------------------------------------------------------------------------------------
@@ -203,13 +204,8 @@ def check_text_encoder(
     texts = list(captions)
     state: dict[str, Any] = {}
 
-    def shapes() -> None:
-        tokens, mask = encoder.encode(texts)
-        require(tokens.ndim == 3 and tokens.shape[0] == len(texts) and tokens.shape[2] == encoder.dim,
-                 f"tokens shape {tuple(tokens.shape)}; expected ({len(texts)}, L, dim={encoder.dim})")
-        require(tuple(mask.shape) == tuple(tokens.shape[:2]) and mask.dtype == torch.bool, "mask must be (B, L) bool")
-        require(bool(torch.isfinite(tokens.float()).all()), "token embeddings have NaN or infinite values")
-        require(bool(mask.any(dim=1).all()), "every caption, even an empty one, needs at least one real token")
+    def shapes() -> None:  # what the engine checks of every encoding (miro_core.network_contract)
+        tokens, mask = checked_text_encoding(encoder, len(texts), encoder.encode(texts))
         state["tokens"], state["mask"] = tokens.float(), mask
 
     if not run("shapes and mask", shapes):
@@ -279,10 +275,8 @@ def check_autoencoder(
     if not run("encode and decode shapes", shapes):
         return run.finish(raise_on_failure)
 
-    def value_range() -> None:
-        decoded = state["decoded"]
-        require(bool(torch.isfinite(decoded).all()) and float(decoded.abs().max()) <= 1.0 + 1e-3,
-                 "decode() must return finite images in [-1, 1]")
+    def value_range() -> None:  # what the engine checks of every decoded batch (miro_core.network_contract)
+        checked_decoded(codec, state["decoded"], state["latents"], image_size)
 
     def one_at_a_time() -> None:
         with torch.no_grad():
